@@ -1,0 +1,92 @@
+"""Which cluster a call runs on, and the embedded default.
+
+Order: ``burla.connect(address, token=...)``, else ``BURLA_HEAD`` /
+``BURLA_TOKEN``, else the cluster recorded by the last ``burla up``, else
+the embedded cluster: a head and one local node with one worker per CPU,
+started on first use as children of this process, reused for the rest of it,
+and stopped at exit (they also die on their own if this process is killed).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+
+from . import _config
+from ._errors import ConfigError
+from ._session import Session
+
+_lock = threading.Lock()
+_explicit: tuple[str, str] | None = None
+_session: Session | None = None
+_embedded = None  # LocalCluster
+
+
+def connect(address: str, token: str) -> None:
+    """Use the cluster whose head listens at ``address`` ("host:port") from now on."""
+    global _explicit, _session
+    _parse_address(address)
+    if not token:
+        raise ConfigError("burla.connect needs the cluster token (see `burla status` or the BURLA_TOKEN you set)")
+    with _lock:
+        _explicit = (address, token)
+        if _session is not None and _session.address != address:
+            _session.close()
+            _session = None
+
+
+def _parse_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"a head address must look like HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+def _resolve() -> tuple[str, str] | None:
+    if _explicit is not None:
+        return _explicit
+    env_head = os.environ.get("BURLA_HEAD")
+    if env_head:
+        token = os.environ.get("BURLA_TOKEN")
+        if not token:
+            raise ConfigError("BURLA_HEAD is set but BURLA_TOKEN is not: set both, or call burla.connect()")
+        return env_head, token
+    record = _config.load_cluster()
+    if record is not None:
+        return record["head"], record["token"]
+    return None
+
+
+def session() -> Session:
+    """The session for the current cluster (connecting, or starting the embedded one)."""
+    global _session, _embedded
+    with _lock:
+        if _session is not None and _session.dead is None:
+            return _session
+        if _session is not None:
+            _session.close()
+            _session = None
+        target = _resolve()
+        if target is None:
+            if _embedded is None:
+                from .cloud import start_local_cluster
+
+                _embedded = start_local_cluster(name="embedded", attached=True)
+                atexit.register(shutdown)
+            target = (_embedded.record.head, _embedded.record.token)
+        host, port = _parse_address(target[0])
+        _session = Session(host, port, target[1])
+        return _session
+
+
+def shutdown() -> None:
+    """Close the session and stop the embedded cluster, if any."""
+    global _session, _embedded
+    with _lock:
+        if _session is not None:
+            _session.close()
+            _session = None
+        if _embedded is not None:
+            _embedded.stop()
+            _embedded = None

@@ -1,0 +1,50 @@
+"""Where burla keeps what ``burla up`` recorded: one JSON file per cluster
+(mode 0600, it holds the token) plus ``current`` naming the latest."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def config_dir() -> Path:
+    base = os.environ.get("BURLA_CONFIG_DIR") or os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "burla"
+    )
+    return Path(base)
+
+
+def _cluster_path(name: str) -> Path:
+    return config_dir() / "clusters" / f"{name}.json"
+
+
+def save_cluster(record: dict[str, Any]) -> Path:
+    path = _cluster_path(record["name"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, indent=2)
+    os.chmod(path, 0o600)
+    (config_dir() / "current").write_text(record["name"])
+    return path
+
+
+def load_cluster(name: str | None = None) -> dict[str, Any] | None:
+    if name is None:
+        current = config_dir() / "current"
+        if not current.exists():
+            return None
+        name = current.read_text().strip()
+    path = _cluster_path(name)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def remove_cluster(name: str) -> None:
+    _cluster_path(name).unlink(missing_ok=True)
+    current = config_dir() / "current"
+    if current.exists() and current.read_text().strip() == name:
+        current.unlink()

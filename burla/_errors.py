@@ -1,0 +1,106 @@
+"""The exceptions burla raises, one tree users can catch::
+
+    BurlaError
+    ├── ConfigError (ValueError)            bad argument, cluster.yaml or config
+    ├── SerializationError (TypeError)      function or input cannot be pickled
+    ├── InputTooBig (ValueError)            one input exceeds the size limit
+    ├── ClusterUnreachable (ConnectionError) no head answers at the address
+    ├── AuthenticationError (PermissionError) the head refused our token
+    ├── ProtocolError (ConnectionError)     a peer sent bytes that are not burla
+    ├── ConnectionLost (ConnectionError)    the head went away mid-job
+    ├── JobCanceled                         the job was canceled (Ctrl-C, cancel)
+    └── JobFailed                           the cluster could not complete the job
+        ├── WorkerCrashed                   an input killed its worker max_retries+1 times
+        ├── CallTimeout (TimeoutError)      one call ran longer than func_timeout
+        ├── NoCompatibleNodes               no node can host func_cpu / func_ram
+        ├── FunctionLoadError               workers could not unpickle the function
+        └── RemoteError                     the function raised an exception that
+                                            cannot be rebuilt locally
+
+A user function's own exception is re-raised as its original type, with the
+remote traceback and ``exc.burla_input_index``; only when it cannot be
+unpickled here does it arrive as ``RemoteError``.
+"""
+
+from __future__ import annotations
+
+
+class BurlaError(Exception):
+    """Base class of every burla exception."""
+
+
+class ConfigError(BurlaError, ValueError):
+    pass
+
+
+class SerializationError(BurlaError, TypeError):
+    pass
+
+
+class InputTooBig(BurlaError, ValueError):
+    pass
+
+
+class ClusterUnreachable(BurlaError, ConnectionError):
+    pass
+
+
+class AuthenticationError(BurlaError, PermissionError):
+    pass
+
+
+class ProtocolError(BurlaError, ConnectionError):
+    pass
+
+
+class ConnectionLost(BurlaError, ConnectionError):
+    pass
+
+
+class JobCanceled(BurlaError):
+    pass
+
+
+class JobFailed(BurlaError):
+    """The job could not complete; ``input_index`` is set when one input is to blame."""
+
+    def __init__(self, message: str, input_index: int | None = None):
+        super().__init__(message)
+        self.input_index = input_index
+        self.burla_input_index = input_index
+
+
+class WorkerCrashed(JobFailed):
+    pass
+
+
+class CallTimeout(JobFailed, TimeoutError):
+    pass
+
+
+class NoCompatibleNodes(JobFailed):
+    pass
+
+
+class FunctionLoadError(JobFailed):
+    pass
+
+
+class RemoteError(JobFailed):
+    """A remote exception that could not be rebuilt locally.
+
+    ``type_name`` is the remote exception's qualified type name and
+    ``remote_traceback`` its formatted traceback.
+    """
+
+    def __init__(self, type_name: str, remote_traceback: str, input_index: int | None = None):
+        super().__init__(f"{type_name} raised remotely:\n{remote_traceback}", input_index)
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+
+# JobError.kind on the wire -> the class the client raises.
+JOB_ERROR_KINDS: dict[str, type[JobFailed]] = {
+    cls.__name__: cls
+    for cls in (JobFailed, WorkerCrashed, CallTimeout, NoCompatibleNodes, FunctionLoadError, RemoteError)
+}

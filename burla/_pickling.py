@@ -1,0 +1,134 @@
+"""Pickling on the client: the function (with local modules by value) and
+input batches, with errors that name the object at fault."""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+import time
+from types import ModuleType
+from typing import Any, Callable, Iterator
+
+import cloudpickle
+
+from ._errors import InputTooBig, SerializationError
+from .transport._payload import Packer
+
+MAX_FUNCTION_BYTES = 100 * 1024 * 1024
+_system_dirs = tuple(
+    os.path.realpath(p) + os.sep
+    for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
+              sys.prefix, sys.base_prefix, sys.exec_prefix}
+)
+_registered: set[str] = set()
+_scanned_count = 0
+
+
+def _local_roots() -> list[str]:
+    roots = [os.getcwd()]
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file:
+        roots.append(os.path.dirname(os.path.abspath(main_file)))
+    return [os.path.realpath(r) + os.sep for r in roots]
+
+
+def _is_local(module: ModuleType, roots: list[str]) -> bool:
+    path = getattr(module, "__file__", None)
+    if not path or module.__name__ in ("__main__", "burla") or module.__name__.startswith("burla."):
+        return False
+    path = os.path.realpath(path)
+    if path.startswith(_system_dirs) or "site-packages" in path or "dist-packages" in path:
+        return False
+    return path.startswith(tuple(roots))
+
+
+def register_local_modules() -> None:
+    """Ship modules that live next to the user's script (not installed
+    anywhere the workers could import them from) by value."""
+    global _scanned_count
+    if len(sys.modules) == _scanned_count:
+        return
+    roots = _local_roots()
+    for name, module in list(sys.modules.items()):
+        top = name.partition(".")[0]
+        if top in _registered or module is None or "." in name:
+            continue
+        if _is_local(module, roots):
+            cloudpickle.register_pickle_by_value(module)
+            _registered.add(top)
+    _scanned_count = len(sys.modules)
+
+
+def dumps_function(fn: Callable[..., Any]) -> bytes:
+    register_local_modules()
+    try:
+        blob = cloudpickle.dumps(fn)
+    except Exception as e:
+        raise SerializationError(
+            f"cannot pickle function {getattr(fn, '__qualname__', fn)!r}: {type(e).__name__}: {e}. "
+            "It (or a global it uses) holds something that cannot cross processes, such as a lock, "
+            "socket or open file: create that object inside the function instead."
+        ) from None
+    if len(blob) > MAX_FUNCTION_BYTES:
+        raise SerializationError(
+            f"function {fn.__qualname__!r} pickles to {len(blob) / 2**20:.0f} MiB (limit "
+            f"{MAX_FUNCTION_BYTES / 2**20:.0f} MiB): it captures large data; pass that data as inputs instead"
+        )
+    return blob
+
+
+class Batcher:
+    """Turns an iterable of inputs into (start, ends, payload) batches.
+
+    Batches close at ``max_items`` inputs, ``max_bytes`` of pickles, or
+    ``max_delay`` seconds after their first input (so a slow generator still
+    streams).  Without a known length, batch sizes grow from 1 by doubling.
+    """
+
+    def __init__(self, inputs: Any, target_items: int, max_input_bytes: int,
+                 max_bytes: int = 512 * 1024, max_delay: float = 0.02):
+        self._it = iter(inputs)
+        self.target = max(1, target_items)
+        self.size = 1 if not hasattr(inputs, "__len__") else self.target
+        self.max_input_bytes = max_input_bytes
+        self.max_bytes = max_bytes
+        self.max_delay = max_delay
+        self.count = 0
+        self.exhausted = False
+
+    def next_batch(self) -> tuple[int, list[int], bytes] | None:
+        if self.exhausted:
+            return None
+        packer = Packer()
+        start = self.count
+        deadline = 0.0
+        for obj in self._it:
+            try:
+                n = packer.add(obj)
+            except Exception as e:
+                raise SerializationError(
+                    f"input {self.count} ({type(obj).__name__}) cannot be pickled: {type(e).__name__}: {e}"
+                ) from None
+            if n > self.max_input_bytes:
+                raise InputTooBig(
+                    f"input {self.count} pickles to {n / 2**20:.1f} MiB, over the {self.max_input_bytes / 2**20:.0f} MiB "
+                    "limit: pass a path or URL and load the data inside the function, or raise max_input_bytes"
+                )
+            self.count += 1
+            if len(packer.ends) == 1:
+                deadline = time.monotonic() + self.max_delay
+            if len(packer.ends) >= self.size or packer.size >= self.max_bytes or time.monotonic() > deadline:
+                break
+        else:
+            self.exhausted = True
+        if not packer.ends:
+            return None
+        self.size = min(self.size * 2, self.target)
+        ends, payload = packer.take()
+        return start, ends, payload
+
+    def __iter__(self) -> Iterator[tuple[int, list[int], bytes]]:
+        while (batch := self.next_batch()) is not None:
+            yield batch

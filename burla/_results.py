@@ -1,0 +1,40 @@
+"""Turning a worker's report of a failed call back into an exception."""
+
+from __future__ import annotations
+
+import pickle
+
+from ._errors import JOB_ERROR_KINDS, CallTimeout, JobCanceled, JobFailed, RemoteError
+from .transport.messages import ItemError, JobError
+
+
+def rebuild(err: ItemError) -> BaseException:
+    """The user's exception with its remote traceback, or RemoteError."""
+    if err.timeout:
+        return CallTimeout(f"input {err.index}: {err.traceback}", err.index)
+    exc: BaseException | None = None
+    if err.exception:
+        try:
+            exc = pickle.loads(err.exception)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        return RemoteError(err.type_name, err.traceback, err.index)
+    try:
+        exc.burla_input_index = err.index  # type: ignore[attr-defined]
+        exc.add_note(f"[burla] raised remotely while processing input {err.index}")
+    except (AttributeError, TypeError):
+        pass
+    return exc
+
+
+def job_error(error: JobError | None) -> BaseException:
+    if error is None:
+        return JobFailed("the job failed without a reason")
+    if error.kind == "JobCanceled":
+        return JobCanceled(error.message)
+    cls = JOB_ERROR_KINDS.get(error.kind, JobFailed)
+    index = error.input_index if error.input_index >= 0 else None
+    if cls is RemoteError:
+        return JobFailed(error.message, index)
+    return cls(error.message, index)

@@ -1,0 +1,57 @@
+"""``burla head``: run the head (main service) in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+
+from .. import _loop
+from ..scheduler import Head
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("head", help="run the head (main service) of a cluster")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="TCP port for clients and nodes (0: any free port)")
+    p.add_argument("--http-port", type=int, default=0, help="port of the JSON API (0: any free port)")
+    p.add_argument("--name", default="burla")
+    p.add_argument("--token", help="cluster token (default: $BURLA_TOKEN, else a new random one is printed)")
+    p.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--http-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.pop("BURLA_TOKEN", None) or secrets.token_urlsafe(32)
+    return _loop.run(_serve(args, token))
+
+
+async def _serve(args: argparse.Namespace, token: str) -> int:
+    head = Head(token, args.name)
+    if args.listen_fd is not None:
+        listen = socket.socket(fileno=args.listen_fd)
+        http = socket.socket(fileno=args.http_fd) if args.http_fd is not None else None
+        addr = await head.start_on(listen, http)
+    else:
+        addr = await head.start(args.host, args.port, args.http_port)
+    ready = {"head": f"{addr.host}:{addr.port}", "http": f"http://{addr.host}:{addr.http_port}"}
+    if not (args.token or args.listen_fd is not None):
+        ready["token"] = token
+    print(json.dumps(ready), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.lifeline_fd is not None:
+        _loop.watch_lifeline(args.lifeline_fd, stop.set)
+    await stop.wait()
+    await head.stop()
+    return 0

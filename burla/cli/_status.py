@@ -1,0 +1,41 @@
+"""``burla status [--json]``: the current cluster's head, nodes, workers and jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import _config
+from ._up import fetch
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("status", help="show the current cluster")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    record = _config.load_cluster(args.name)
+    if record is None:
+        print("burla status: no cluster is up (start one with `burla up`; without one, "
+              "remote_parallel_map runs on an embedded local cluster)", file=sys.stderr)
+        return 1
+    try:
+        cluster = fetch(record, "/v1/cluster")
+        jobs = fetch(record, "/v1/jobs")["jobs"]
+    except (OSError, ValueError) as e:
+        print(f"burla status: cluster {record['name']!r} does not answer at {record['http']}: {e}", file=sys.stderr)
+        return 1
+    out = {"name": record["name"], "head": record["head"], "http": record["http"], "nodes": cluster["nodes"],
+           "workers": cluster["workers"], "jobs": jobs}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"cluster {out['name']!r}: head {out['head']}  API {out['http']}")
+    print(f"  {len(out['nodes'])} node(s), {out['workers']} worker(s), {cluster['jobs_running']} job(s) running")
+    for n in out["nodes"]:
+        print(f"  node {n['node_id']}: {n['cpus']} CPUs, {n['workers']} workers, job {n['job_id'] or '-'}")
+    return 0

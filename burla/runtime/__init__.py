@@ -1,0 +1,1 @@
+"""Node daemon and worker processes."""

@@ -1,0 +1,221 @@
+"""The worker process: runs the user's function on inputs, nothing else.
+
+The main thread runs user code; a reader thread receives messages, a
+heartbeat thread keeps the node's link alive while a long call runs, and the
+log flusher ships printed lines.  The process exits as soon as its node
+connection closes, so workers never outlive their node daemon.
+
+The worker writes the index of the input it is running into a small shared
+status file (8 bytes) before each call: if the process dies mid-call, the
+node reads it to tell the head which input crashed (the rest of the batch is
+requeued without being charged a retry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import mmap
+import os
+import queue
+import signal
+import struct
+import sys
+import threading
+import traceback
+from typing import Any, Callable
+
+import cloudpickle
+
+from ..transport._blocking import BlockingConnection
+from ..transport._payload import pack, unpack
+from ..transport.messages import (
+    EndJob,
+    Heartbeat,
+    InputBatch,
+    ItemError,
+    JobSetupFailed,
+    LogBatch,
+    ResultBatch,
+    StartJob,
+    WorkerHello,
+)
+from ._capture import LineCapture
+
+_STATUS = struct.Struct("<q")
+
+
+class _CallTimedOut(Exception):
+    pass
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _CallTimedOut()
+
+
+class Worker:
+    def __init__(self, conn: BlockingConnection, status: mmap.mmap):
+        self.conn = conn
+        self.status = status
+        self.job_id: str | None = None
+        self.function: Callable[..., Any] | None = None
+        self.timeout = 0.0
+        self.capture = LineCapture(self._send_logs)
+        self._baseline = _Baseline()
+
+    def _send_logs(self, lines: list) -> None:
+        if self.job_id is not None:
+            self.conn.send(LogBatch(self.job_id, lines))
+
+    def handle(self, msg: object) -> None:
+        match msg:
+            case StartJob(job_id=job_id, function=blob, func_timeout=timeout):
+                self.job_id, self.timeout = job_id, timeout
+                try:
+                    self.function = cloudpickle.loads(blob)
+                except BaseException as e:
+                    self.conn.send(JobSetupFailed(job_id, _describe_load_failure(e)))
+            case InputBatch() as batch if batch.job_id == self.job_id and self.function is not None:
+                self.conn.send(self.run(batch))
+            case EndJob():
+                self.reset()
+
+    def run(self, batch: InputBatch) -> ResultBatch:
+        results: list[Any] = []
+        errors: list[ItemError] = []
+        fn = self.function
+        for i, args in enumerate(unpack(batch.ends, batch.payload)):
+            index = batch.start + i
+            _STATUS.pack_into(self.status, 0, index)
+            self.capture.index = index
+            try:
+                if self.timeout:
+                    signal.setitimer(signal.ITIMER_REAL, self.timeout)
+                try:
+                    result = fn(*args) if isinstance(args, tuple) else fn(args)  # type: ignore[misc]
+                finally:
+                    if self.timeout:
+                        signal.setitimer(signal.ITIMER_REAL, 0)
+            except _CallTimedOut:
+                errors.append(ItemError(index, "CallTimeout", f"call exceeded func_timeout={self.timeout:g}s", b"", True))
+                result = None
+            except BaseException as e:
+                errors.append(_item_error(index, e))
+                result = None
+            results.append(result)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.capture.flush()
+        self.capture.index = -1
+        try:
+            ends, payload = pack(results)
+        except Exception:
+            ends, payload = self._pack_one_by_one(batch.start, results, errors)
+        _STATUS.pack_into(self.status, 0, -1)
+        return ResultBatch(batch.job_id, batch.start, ends, payload, errors)
+
+    @staticmethod
+    def _pack_one_by_one(start: int, results: list[Any], errors: list[ItemError]) -> tuple[list[int], bytes]:
+        safe = []
+        for i, r in enumerate(results):
+            try:
+                cloudpickle.dumps(r)
+                safe.append(r)
+            except Exception as e:
+                err = TypeError(f"the function returned {type(r).__name__!r} for input {start + i}, which cannot be pickled: {e}")
+                errors.append(ItemError(start + i, "TypeError", str(err), cloudpickle.dumps(err)))
+                safe.append(None)
+        return pack(safe)
+
+    def reset(self) -> None:
+        """Forget the job: drop the function and undo cwd/env/sys.path changes.
+
+        Imported modules stay: re-importing C extensions (numpy...) in one
+        process is unsafe, and a warm import cache is what makes the next job
+        start in milliseconds."""
+        self.job_id, self.function, self.timeout = None, None, 0.0
+        self._baseline.restore()
+        gc.collect()
+
+
+class _Baseline:
+    def __init__(self) -> None:
+        self.path = list(sys.path)
+        self.cwd = os.getcwd()
+        self.environ = dict(os.environ)
+
+    def restore(self) -> None:
+        sys.path[:] = self.path
+        os.chdir(self.cwd)
+        if dict(os.environ) != self.environ:
+            os.environ.clear()
+            os.environ.update(self.environ)
+
+
+def _item_error(index: int, e: BaseException) -> ItemError:
+    tb = e.__traceback__.tb_next if e.__traceback__ else None  # drop our own frame
+    e = e.with_traceback(tb)
+    text = "".join(traceback.format_exception(type(e), e, tb))
+    try:
+        from tblib import pickling_support
+
+        pickling_support.install(e)
+        blob = cloudpickle.dumps(e)
+    except Exception:
+        blob = b""
+    name = f"{type(e).__module__}.{type(e).__qualname__}"
+    return ItemError(index, name, text, blob)
+
+
+def _describe_load_failure(e: BaseException) -> str:
+    hint = ""
+    if isinstance(e, (ModuleNotFoundError, ImportError)):
+        hint = " (the function needs a module the workers do not have: install it on the nodes, or keep it as a local .py file next to your script so burla ships it)"
+    return f"workers could not load the function: {type(e).__name__}: {e}{hint}"
+
+
+def _start_threads(conn: BlockingConnection, inbox: "queue.SimpleQueue[object]", interval: float) -> None:
+    def read() -> None:
+        try:
+            while True:
+                inbox.put(conn.recv())
+        except Exception:
+            os._exit(0)  # node gone: never outlive it
+
+    def beat() -> None:
+        stop = threading.Event()
+        while not stop.wait(interval):
+            try:
+                conn.send(Heartbeat())
+            except Exception:
+                os._exit(0)
+
+    threading.Thread(target=read, name="burla-reader", daemon=True).start()
+    threading.Thread(target=beat, name="burla-heartbeat", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="burla-worker")
+    p.add_argument("--node", required=True, help="HOST:PORT of the node daemon")
+    p.add_argument("--worker-id", type=int, required=True)
+    p.add_argument("--status-file", required=True)
+    args = p.parse_args(argv)
+    host, port = args.node.rsplit(":", 1)
+    token = os.environ.pop("BURLA_TOKEN", "")
+    with open(args.status_file, "r+b") as f:
+        status = mmap.mmap(f.fileno(), _STATUS.size)
+    conn = BlockingConnection.connect(host, int(port), token)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the client
+    worker = Worker(conn, status)
+    conn.send(WorkerHello(args.worker_id, os.getpid()))
+    inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+    _start_threads(conn, inbox, conn.config.heartbeat_interval)
+    worker.capture.install()
+    worker._baseline = _Baseline()
+    while True:
+        worker.handle(inbox.get())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The head (main service): one per cluster.
+
+Accepts authenticated connections from clients and node daemons, turns each
+message into a ``HeadState`` event and sends the commands that come out.
+Sends never wait here (``send_nowait``): the amounts are bounded by the
+credit windows of ``HeadState``, so the head's memory stays bounded while
+no connection can stall another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import time
+from dataclasses import dataclass
+
+from .._errors import ConnectionLost, ProtocolError
+from ..transport import Connection, TransportConfig, serve
+from ..transport.messages import (
+    BatchLost,
+    CancelJob,
+    ClientHello,
+    InputBatch,
+    InputsDone,
+    JobSetupFailed,
+    LogBatch,
+    NodeHello,
+    PROTOCOL_VERSION,
+    ResultAck,
+    ResultBatch,
+    SubmitJob,
+    Welcome,
+)
+from ._state import Command, HeadConfig, HeadState, NodeState, ToClient, ToNode
+
+log = logging.getLogger("burla.head")
+
+
+@dataclass(frozen=True)
+class HeadAddress:
+    host: str
+    port: int
+    http_port: int
+
+
+class Head:
+    def __init__(self, token: str, name: str = "burla", config: HeadConfig = HeadConfig(),
+                 transport: TransportConfig = TransportConfig()):
+        self.token = token
+        self.name = name
+        self.state = HeadState(config)
+        self.transport = transport
+        self.started_at = time.time()
+        self._clients: dict[str, Connection] = {}
+        self._nodes: dict[str, Connection] = {}
+        self._ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._http_runner: object | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._http_task: asyncio.Task[None] | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, http_port: int | None = 0) -> HeadAddress:
+        """Listen; returns once both ports are bound (HTTP may finish loading after)."""
+        listen = socket.create_server((host, port))
+        http = socket.create_server((host, http_port)) if http_port is not None else None
+        return await self.start_on(listen, http)
+
+    async def start_on(self, listen: socket.socket, http: socket.socket | None) -> HeadAddress:
+        """Serve on sockets that are already bound and listening (a parent may
+        bind them so that clients can connect before this process is up)."""
+        self._server = await serve(None, None, self.token, self._on_connection, self.transport, sock=listen)
+        host, port = listen.getsockname()[:2]
+        if http is not None:
+            self._http_task = asyncio.get_running_loop().create_task(self._start_http(http))
+        self._tick_task = asyncio.get_running_loop().create_task(self._tick())
+        return HeadAddress(host, port, http.getsockname()[1] if http else 0)
+
+    async def _start_http(self, sock: socket.socket) -> None:
+        from ._http import start_http  # aiohttp is slow to import: keep it off the start-up path
+
+        self._http_runner = await start_http(self, sock)
+
+    async def stop(self) -> None:
+        if self._tick_task:
+            self._tick_task.cancel()
+        if self._server:
+            self._server.close()
+        for conn in list(self._clients.values()) + list(self._nodes.values()):
+            conn.abort()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()  # type: ignore[attr-defined]
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._run(self.state.tick(time.monotonic()))
+
+    # --- connections ------------------------------------------------------------
+
+    async def _on_connection(self, conn: Connection) -> None:
+        hello = await conn.recv()
+        match hello:
+            case ClientHello(version=v) if v == PROTOCOL_VERSION:
+                await self._serve_client(conn)
+            case NodeHello(version=v) if v == PROTOCOL_VERSION:
+                await self._serve_node(conn, hello)
+            case ClientHello() | NodeHello():
+                raise ProtocolError(f"{conn.peer} speaks protocol {hello.version}, head speaks {PROTOCOL_VERSION}")
+            case _:
+                raise ProtocolError(f"{conn.peer} opened with {type(hello).__name__}")
+
+    async def _serve_client(self, conn: Connection) -> None:
+        client_id = f"c{next(self._ids)}"
+        self._clients[client_id] = conn
+        conn.send_nowait(Welcome(self.name, sum(n.n_workers for n in self.state.nodes.values())))
+        try:
+            while True:
+                match await conn.recv():
+                    case SubmitJob() as spec:
+                        self._run(self.state.submit(client_id, spec, time.monotonic()))
+                    case InputBatch() as batch:
+                        self._run(self.state.input_batch(client_id, batch))
+                    case InputsDone(job_id=job_id, total=total):
+                        self._run(self.state.inputs_done(client_id, job_id, total))
+                    case ResultAck(job_id=job_id, batches=n):
+                        self._run(self.state.result_ack(client_id, job_id, n))
+                    case CancelJob(job_id=job_id, reason=reason):
+                        if self.state.jobs.get(job_id) and self.state.jobs[job_id].client_id == client_id:
+                            self._run(self.state.cancel(job_id, reason))
+                    case other:
+                        raise ProtocolError(f"client {conn.peer} sent {type(other).__name__}")
+        finally:
+            del self._clients[client_id]
+            self._run(self.state.client_left(client_id))
+
+    async def _serve_node(self, conn: Connection, hello: NodeHello) -> None:
+        node_id = hello.node_id
+        if node_id in self._nodes:
+            log.warning("node %s registered again: dropping its old connection", node_id)
+            self._nodes.pop(node_id).abort()
+            self._run(self.state.node_left(node_id))
+        self._nodes[node_id] = conn
+        conn.send_nowait(Welcome(self.name))
+        log.info("node %s joined from %s (%d CPUs, %d workers)", node_id, conn.peer, hello.cpus, hello.n_workers)
+        self._run(self.state.node_joined(NodeState(node_id, hello.host, hello.cpus, hello.ram_bytes, hello.n_workers)))
+        try:
+            while True:
+                match await conn.recv():
+                    case ResultBatch() as rb:
+                        self._run(self.state.result(node_id, rb))
+                    case LogBatch() as logs:
+                        job = self.state.jobs.get(logs.job_id)
+                        if job is not None:
+                            self._send_client(job.client_id, logs)
+                    case BatchLost(job_id=job_id, start=start, crashed_index=crashed, reason=reason):
+                        self._run(self.state.batch_lost(node_id, job_id, start, crashed, reason))
+                    case JobSetupFailed(job_id=job_id, message=message):
+                        self._run(self.state.job_setup_failed(job_id, message))
+                    case other:
+                        raise ProtocolError(f"node {conn.peer} sent {type(other).__name__}")
+        except (ConnectionLost, ProtocolError) as e:
+            log.warning("node %s lost: %s", node_id, e)
+            raise
+        finally:
+            if self._nodes.get(node_id) is conn:
+                del self._nodes[node_id]
+                self._run(self.state.node_left(node_id))
+
+    # --- commands ---------------------------------------------------------------
+
+    def _run(self, cmds: list[Command]) -> None:
+        for cmd in cmds:
+            if isinstance(cmd, ToClient):
+                self._send_client(cmd.client_id, cmd.msg)
+            else:
+                self._send_node(cmd)
+
+    def _send_client(self, client_id: str, msg: object) -> None:
+        conn = self._clients.get(client_id)
+        if conn is not None and not conn.closed:
+            conn.send_nowait(msg)  # type: ignore[arg-type]
+
+    def _send_node(self, cmd: ToNode) -> None:
+        conn = self._nodes.get(cmd.node_id)
+        if conn is not None and not conn.closed:
+            conn.send_nowait(cmd.msg)

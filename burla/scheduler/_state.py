@@ -1,0 +1,376 @@
+"""The head's scheduling core: typed events in, typed commands out, no I/O.
+
+``HeadState`` owns the node registry and every job.  The networking layer
+(``_head.Head``) turns each received message or disconnect into one method
+call and sends the returned ``ToNode`` / ``ToClient`` commands.
+
+Invariants (checked by tests/scheduler/test_state.py):
+
+* A node serves at most one job at a time (nodes are single-tenant).
+* Every input batch the head accepted is in exactly one place: the job's
+  queue, ``job.inflight`` (sent to one node), or delivered to the client.
+  A batch on a node that dies or loses its worker goes back to the queue, so
+  a dead node or worker never loses an input.
+* A result batch is forwarded to the client at most once: a result for a
+  batch that is not in flight on the sending node is dropped.
+* Memory per job is bounded: the client may have at most
+  ``input_queue_batches`` batches queued here (credit), and at most
+  ``result_window`` batches are in flight or delivered-but-unacknowledged.
+  A client that stops acknowledging results therefore stalls its job.
+* An input that crashed its worker more than ``max_retries`` times fails the
+  job with WorkerCrashed naming it; other inputs of that batch are requeued
+  without being charged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..transport.messages import (
+    AssignJob,
+    InputBatch,
+    InputCredit,
+    JobAccepted,
+    JobEnded,
+    JobError,
+    Message,
+    ReleaseJob,
+    ResultBatch,
+    SubmitJob,
+)
+from ._queue import InProcessQueue, QueueBackend
+
+# Batches a client may send before its first InputCredit (saves a round trip).
+INITIAL_INPUT_CREDIT = 4
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """input_queue_batches: input batches one job may have waiting in the head.
+    result_window:        batches one job may have in flight on nodes plus
+                          delivered to its client but not yet acknowledged.
+    prefetch_per_worker:  batches a node may hold per worker (one running,
+                          the rest prefetched).
+    no_nodes_timeout:     seconds a job waits for any node to join an empty
+                          cluster before failing.
+    """
+
+    input_queue_batches: int = 32
+    result_window: int = 64
+    prefetch_per_worker: int = 2
+    no_nodes_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.input_queue_batches < INITIAL_INPUT_CREDIT:
+            raise ValueError(f"input_queue_batches must be >= {INITIAL_INPUT_CREDIT}")
+        if self.result_window < 1 or self.prefetch_per_worker < 1:
+            raise ValueError("result_window and prefetch_per_worker must be >= 1")
+
+
+@dataclass
+class ToNode:
+    node_id: str
+    msg: Message
+
+
+@dataclass
+class ToClient:
+    client_id: str
+    msg: Message
+
+
+Command = ToNode | ToClient
+
+
+@dataclass
+class NodeState:
+    node_id: str
+    host: str
+    cpus: int
+    ram_bytes: int
+    n_workers: int
+    job_id: str | None = None
+    workers_for_job: int = 0
+    inflight: set[tuple[str, int]] = field(default_factory=set)
+
+    def workers_for(self, spec: SubmitJob) -> int:
+        n = min(self.n_workers, self.cpus // max(spec.func_cpu, 1))
+        if spec.func_ram:
+            n = min(n, self.ram_bytes // spec.func_ram)
+        return max(n, 0)
+
+
+@dataclass
+class JobState:
+    spec: SubmitJob
+    client_id: str
+    submitted_at: float
+    credit_out: int = INITIAL_INPUT_CREDIT
+    inflight: dict[int, tuple[str, InputBatch]] = field(default_factory=dict)
+    unacked: int = 0
+    received: int = 0  # inputs received from the client
+    delivered: int = 0  # inputs whose results went to the client
+    total: int | None = None
+    nodes: dict[str, int] = field(default_factory=dict)  # node -> workers
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
+
+    @property
+    def workers(self) -> int:
+        return sum(self.nodes.values())
+
+
+class HeadState:
+    def __init__(self, config: HeadConfig = HeadConfig(), queue: QueueBackend | None = None):
+        self.config = config
+        self.queue: QueueBackend = queue if queue is not None else InProcessQueue()
+        self.nodes: dict[str, NodeState] = {}
+        self.jobs: dict[str, JobState] = {}  # insertion order = FIFO priority
+        self.finished: list[tuple[str, str]] = []  # (job_id, status), for the API
+
+    # --- events: nodes ----------------------------------------------------------
+
+    def node_joined(self, node: NodeState) -> list[Command]:
+        self.nodes[node.node_id] = node
+        return self._settle()
+
+    def node_left(self, node_id: str) -> list[Command]:
+        node = self.nodes.pop(node_id, None)
+        if node is None or node.job_id is None:
+            return []
+        job = self.jobs.get(node.job_id)
+        if job is None:
+            return []
+        job.nodes.pop(node_id, None)
+        for key in sorted(node.inflight, reverse=True):
+            _, batch = job.inflight.pop(key[1])
+            self.queue.push_front(job.job_id, batch)
+        return self._settle()
+
+    def batch_lost(self, node_id: str, job_id: str, start: int, crashed_index: int, reason: str) -> list[Command]:
+        """A worker died holding this batch; ``crashed_index`` is the input it
+        was running (-1: none), every other input of the batch is requeued."""
+        job = self.jobs.get(job_id)
+        node = self.nodes.get(node_id)
+        if job is None or node is None or (job_id, start) not in node.inflight:
+            return []
+        node.inflight.discard((job_id, start))
+        _, batch = job.inflight.pop(start)
+        parts = _split_around(batch, crashed_index)
+        for part in reversed(parts):
+            if part.start == crashed_index:
+                part.attempt += 1
+                if part.attempt > job.spec.max_retries:
+                    error = JobError("WorkerCrashed", _crash_message(crashed_index, part.attempt, reason), crashed_index)
+                    return self._end(job, "failed", error)
+            self.queue.push_front(job_id, part)
+        return self._settle()
+
+    def job_setup_failed(self, job_id: str, message: str) -> list[Command]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return []
+        return self._end(job, "failed", JobError("FunctionLoadError", message))
+
+    def result(self, node_id: str, rb: ResultBatch) -> list[Command]:
+        job = self.jobs.get(rb.job_id)
+        node = self.nodes.get(node_id)
+        key = (rb.job_id, rb.start)
+        if job is None or node is None or key not in node.inflight:
+            return []  # late or duplicate: never deliver twice
+        node.inflight.discard(key)
+        del job.inflight[rb.start]
+        job.unacked += 1
+        job.delivered += len(rb.ends)
+        cmds: list[Command] = [ToClient(job.client_id, rb)]
+        if job.total is not None and job.delivered >= job.total:
+            return cmds + self._end(job, "done", None)
+        return cmds + self._settle()
+
+    # --- events: clients ----------------------------------------------------------
+
+    def submit(self, client_id: str, spec: SubmitJob, now: float) -> list[Command]:
+        if spec.job_id in self.jobs:
+            return []
+        job = JobState(spec, client_id, now)
+        self.jobs[spec.job_id] = job
+        self.queue.create(spec.job_id)
+        if self.nodes and not any(n.workers_for(spec) for n in self.nodes.values()):
+            return self._end(job, "failed", JobError("NoCompatibleNodes", self._incompatible(spec)))
+        cmds = self._settle()
+        cmds.insert(0, ToClient(client_id, JobAccepted(spec.job_id, job.workers, INITIAL_INPUT_CREDIT)))
+        return cmds
+
+    def input_batch(self, client_id: str, batch: InputBatch) -> list[Command]:
+        job = self.jobs.get(batch.job_id)
+        if job is None or job.client_id != client_id:
+            return []  # canceled or finished meanwhile
+        if job.credit_out <= 0:
+            return self._end(job, "failed", JobError("JobFailed", "client sent inputs without credit"))
+        job.credit_out -= 1
+        job.received += len(batch.ends)
+        self.queue.push(job.job_id, batch)
+        return self._settle()
+
+    def inputs_done(self, client_id: str, job_id: str, total: int) -> list[Command]:
+        job = self.jobs.get(job_id)
+        if job is None or job.client_id != client_id:
+            return []
+        job.total = total
+        if job.delivered >= total:
+            return self._end(job, "done", None)
+        return self._settle()
+
+    def result_ack(self, client_id: str, job_id: str, batches: int) -> list[Command]:
+        job = self.jobs.get(job_id)
+        if job is None or job.client_id != client_id:
+            return []
+        job.unacked = max(0, job.unacked - batches)
+        return self._settle()
+
+    def cancel(self, job_id: str, reason: str) -> list[Command]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return []
+        return self._end(job, "canceled", JobError("JobCanceled", reason))
+
+    def client_left(self, client_id: str) -> list[Command]:
+        cmds: list[Command] = []
+        for job in [j for j in self.jobs.values() if j.client_id == client_id]:
+            cmds += self._end(job, "canceled", JobError("JobCanceled", "client disconnected"), notify=False)
+        return cmds
+
+    def tick(self, now: float) -> list[Command]:
+        """Fail jobs that waited ``no_nodes_timeout`` in a cluster with no node."""
+        if self.nodes:
+            return []
+        cmds: list[Command] = []
+        for job in list(self.jobs.values()):
+            if now - job.submitted_at > self.config.no_nodes_timeout:
+                msg = f"no node joined the cluster within {self.config.no_nodes_timeout:g}s"
+                cmds += self._end(job, "failed", JobError("JobFailed", msg))
+        return cmds
+
+    # --- internals ---------------------------------------------------------------
+
+    def _wants_nodes(self, job: JobState) -> bool:
+        if job.spec.max_parallelism and job.workers >= job.spec.max_parallelism:
+            return False
+        return self.queue.length(job.job_id) > 0 or job.total is None
+
+    def _settle(self) -> list[Command]:
+        """Bring every job to rest after an event: feed its nodes, free the
+        nodes it no longer needs, then hand free nodes to jobs that want them."""
+        cmds: list[Command] = []
+        for job in self.jobs.values():
+            cmds += self._dispatch(job)
+            cmds += self._release_idle_nodes(job)
+        for job in self.jobs.values():
+            if self._assign_free_nodes(job, cmds):
+                cmds += self._dispatch(job)
+        return cmds
+
+    def _assign_free_nodes(self, job: JobState, cmds: list[Command]) -> bool:
+        assigned = False
+        for node in self.nodes.values():
+            if not self._wants_nodes(job):
+                break
+            if node.job_id is not None:
+                continue
+            n = node.workers_for(job.spec)
+            if job.spec.max_parallelism:
+                n = min(n, job.spec.max_parallelism - job.workers)
+            if n <= 0:
+                continue
+            node.job_id, node.workers_for_job = job.job_id, n
+            job.nodes[node.node_id] = n
+            spec = job.spec
+            cmds.append(ToNode(node.node_id, AssignJob(job.job_id, spec.function, n, spec.func_timeout, spec.func_ram)))
+            assigned = True
+        return assigned
+
+    def _dispatch(self, job: JobState) -> list[Command]:
+        cmds: list[Command] = []
+        cfg = self.config
+        for node_id in job.nodes:
+            node = self.nodes[node_id]
+            capacity = node.workers_for_job * cfg.prefetch_per_worker
+            while len(node.inflight) < capacity and len(job.inflight) + job.unacked < cfg.result_window:
+                batch = self.queue.pop(job.job_id)
+                if batch is None:
+                    break
+                job.inflight[batch.start] = (node_id, batch)
+                node.inflight.add((job.job_id, batch.start))
+                cmds.append(ToNode(node_id, batch))
+        room = cfg.input_queue_batches - self.queue.length(job.job_id) - job.credit_out
+        if room > 0 and job.total is None:
+            job.credit_out += room
+            cmds.append(ToClient(job.client_id, InputCredit(job.job_id, room)))
+        return cmds
+
+    def _release_idle_nodes(self, job: JobState) -> list[Command]:
+        """Free nodes a job no longer needs, so other jobs can use them."""
+        if job.total is None or self.queue.length(job.job_id) or job.received < job.total:
+            return []
+        cmds: list[Command] = []
+        for node_id in list(job.nodes):
+            if not self.nodes[node_id].inflight:
+                cmds += self._release(job, node_id)
+        return cmds
+
+    def _release(self, job: JobState, node_id: str) -> list[Command]:
+        job.nodes.pop(node_id)
+        node = self.nodes[node_id]
+        node.job_id, node.workers_for_job = None, 0
+        node.inflight.clear()
+        return [ToNode(node_id, ReleaseJob(job.job_id))]
+
+    def _end(self, job: JobState, status: str, error: JobError | None, notify: bool = True) -> list[Command]:
+        cmds: list[Command] = []
+        for node_id in list(job.nodes):
+            cmds += self._release(job, node_id)
+        del self.jobs[job.job_id]
+        self.queue.delete(job.job_id)
+        self.finished = (self.finished + [(job.job_id, status)])[-100:]
+        if notify:
+            cmds.append(ToClient(job.client_id, JobEnded(job.job_id, status, error)))
+        return cmds + self._settle()
+
+    def _incompatible(self, spec: SubmitJob) -> str:
+        biggest = max(self.nodes.values(), key=lambda n: (n.cpus, n.ram_bytes))
+        want = f"func_cpu={spec.func_cpu}" + (f", func_ram={spec.func_ram / 2**30:.1f} GiB" if spec.func_ram else "")
+        return (
+            f"no node can run one call with {want}: the largest node has {biggest.cpus} CPUs and "
+            f"{biggest.ram_bytes / 2**30:.1f} GiB RAM; lower func_cpu/func_ram or add bigger nodes"
+        )
+
+
+def _sub_batch(batch: InputBatch, lo: int, hi: int) -> InputBatch:
+    base = batch.ends[lo - 1] if lo else 0
+    ends = [e - base for e in batch.ends[lo:hi]]
+    return InputBatch(batch.job_id, batch.start + lo, ends, batch.payload[base : batch.ends[hi - 1]], batch.attempt)
+
+
+def _split_around(batch: InputBatch, crashed_index: int) -> list[InputBatch]:
+    """Split a lost batch so the input that crashed travels alone."""
+    i = crashed_index - batch.start
+    if not 0 <= i < len(batch.ends) or len(batch.ends) == 1:
+        return [batch]
+    parts = []
+    if i > 0:
+        parts.append(_sub_batch(batch, 0, i))
+    crashed = _sub_batch(batch, i, i + 1)
+    crashed.attempt = batch.attempt
+    parts.append(crashed)
+    if i + 1 < len(batch.ends):
+        parts.append(_sub_batch(batch, i + 1, len(batch.ends)))
+    for p in parts:
+        if p is not crashed:
+            p.attempt = 0
+    return parts
+
+
+def _crash_message(index: int, attempts: int, reason: str) -> str:
+    return f"input {index} crashed its worker {attempts} time(s) (last: {reason}); it was not retried again"

@@ -1,0 +1,95 @@
+"""A blocking connection, for worker processes that run user code on their
+main thread and do I/O from plain threads (no event loop to starve)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections import deque
+
+import msgspec
+
+from .._errors import AuthenticationError, ConnectionLost, ProtocolError
+from . import _auth
+from ._config import TransportConfig
+from ._framing import FrameDecoder, frame_message
+from .messages import Heartbeat, Message, decode, encode
+
+
+class BlockingConnection:
+    def __init__(self, sock: socket.socket, peer: str, config: TransportConfig):
+        self.peer = peer
+        self.config = config
+        self._sock = sock
+        self._decoder = FrameDecoder(config.max_frame, config.max_message)
+        self._pending: deque[bytes] = deque()
+        self._send_lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, host: str, port: int, token: str, config: TransportConfig = TransportConfig()) -> BlockingConnection:
+        sock = socket.create_connection((host, port), timeout=config.handshake_timeout)
+        try:
+            challenge = _recv_exactly(sock, _auth.CHALLENGE_LEN)
+            answer = _auth.answer_challenge(token, challenge)
+            if answer is None:
+                raise ProtocolError(f"{host}:{port} is not a burla server")
+            nonce_c, response = answer
+            sock.sendall(response)
+            proof = _recv_exactly(sock, _auth.DIGEST)
+            if not _auth.check_server_proof(token, _auth.nonce_of(challenge), nonce_c, proof):
+                raise AuthenticationError(f"{host}:{port} could not prove it knows the cluster token")
+        except ConnectionLost:
+            sock.close()
+            raise AuthenticationError(f"{host}:{port} rejected our token") from None
+        except BaseException:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(sock, f"{host}:{port}", config)
+
+    def send(self, msg: Message) -> None:
+        data = frame_message(encode(msg), self.config.max_frame)
+        with self._send_lock:
+            try:
+                if len(data) == 2 and len(data[1]) < 65536:
+                    self._sock.sendall(b"".join(data))
+                else:
+                    for chunk in data:
+                        self._sock.sendall(chunk)
+            except OSError as e:
+                raise ConnectionLost(f"connection to {self.peer} lost: {e}") from None
+
+    def recv(self) -> Message:
+        while True:
+            while not self._pending:
+                try:
+                    data = self._sock.recv(self.config.read_chunk)
+                except OSError as e:
+                    raise ConnectionLost(f"connection to {self.peer} lost: {e}") from None
+                if not data:
+                    raise ConnectionLost(f"{self.peer} closed the connection")
+                self._pending.extend(self._decoder.feed(data))
+            try:
+                msg = decode(self._pending.popleft())
+            except msgspec.DecodeError as e:
+                raise ProtocolError(f"malformed message from {self.peer}: {e}") from None
+            if not isinstance(msg, Heartbeat):
+                return msg
+
+    def close(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionLost("peer closed during handshake")
+        buf += chunk
+    return buf

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._framing import DEFAULT_MAX_FRAME, DEFAULT_MAX_MESSAGE
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Limits and timings of every burla connection.
+
+    max_frame:          largest frame body; bigger messages are split.
+    max_message:        largest reassembled message a peer may send us.
+    write_high_water:   bytes buffered in the kernel+transport before ``send``
+                        waits for the peer to read (outbound backpressure).
+    read_chunk:         bytes read from the socket at once.
+    heartbeat_interval: seconds between heartbeats on an otherwise quiet link.
+    idle_timeout:       a peer silent this long is dead (several heartbeats).
+    handshake_timeout:  seconds allowed for connect + authentication.
+    """
+
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_message: int = DEFAULT_MAX_MESSAGE
+    write_high_water: int = 4 * 1024 * 1024
+    read_chunk: int = 1024 * 1024
+    heartbeat_interval: float = 1.0
+    idle_timeout: float = 6.0
+    handshake_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_frame < 1024 or self.max_frame > 0x7FFF_FFFF:
+            raise ValueError("max_frame must be between 1 KiB and 2 GiB")
+        if self.idle_timeout <= self.heartbeat_interval:
+            raise ValueError("idle_timeout must exceed heartbeat_interval")

@@ -1,0 +1,261 @@
+"""Every message that crosses a burla socket, defined once.
+
+Messages are ``msgspec.Struct(tag=True, array_like=True)`` classes forming one
+tagged union, ``Message``.  They are encoded as MessagePack arrays whose first
+element is the tag, so a peer decodes them with one typed decoder and
+dispatches with ``match``.  A frame that does not decode into exactly one of
+these types (unknown tag, wrong field type, missing field) is a protocol
+error and closes the connection.
+
+User data never appears as a field of its own: inputs, results and the
+function travel as opaque ``bytes`` (pickles made by the client or a worker),
+so the head and the node daemons forward them without unpickling.
+
+Who sends what (``C`` client, ``H`` head, ``N`` node daemon, ``W`` worker):
+
+====================  =========  ==========================================
+message               direction  meaning
+====================  =========  ==========================================
+ClientHello           C→H        first message of a client connection
+NodeHello             N→H        a node registers its resources
+WorkerHello           W→N        a worker process is ready
+Welcome               H→C/N      registration accepted
+Heartbeat             any        "I am alive" when nothing else was sent
+SubmitJob             C→H        a new job (function + first inputs)
+JobAccepted           H→C        job admitted, with its current parallelism
+InputCredit           H→C        the client may send N more input batches
+InputBatch            C→H→N→W    a run of consecutive inputs
+InputsDone            C→H        no input after ``total``
+ResultBatch           W→N→H→C    results of one input batch
+ResultAck             C→H        the client consumed N result batches
+LogBatch              W→N→H→C    lines printed by the function
+CancelJob             C→H        stop the job
+JobEnded              H→C        the job is over (done, failed or canceled)
+AssignJob             H→N        the node now serves this job
+StartJob              N→W        load the function of this job
+JobSetupFailed        W→N→H      the function could not be loaded
+BatchLost             N→H        a batch will not come back (worker died)
+ReleaseJob            H→N        the job is over on this node
+EndJob                N→W        forget the job, reset
+====================  =========  ==========================================
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+
+class _Msg(msgspec.Struct, tag=True, array_like=True, omit_defaults=False):
+    pass
+
+
+# --- connection set-up -------------------------------------------------------
+
+
+class ClientHello(_Msg):
+    version: int = PROTOCOL_VERSION
+
+
+class NodeHello(_Msg):
+    node_id: str
+    host: str
+    cpus: int
+    ram_bytes: int
+    n_workers: int
+    version: int = PROTOCOL_VERSION
+
+
+class WorkerHello(_Msg):
+    worker_id: int
+    pid: int
+    version: int = PROTOCOL_VERSION
+
+
+class Welcome(_Msg):
+    cluster: str
+    workers: int = 0  # workers registered in the cluster right now
+
+
+class Heartbeat(_Msg):
+    pass
+
+
+# --- jobs ---------------------------------------------------------------------
+
+
+class SubmitJob(_Msg):
+    job_id: str
+    function_name: str
+    function: bytes
+    func_cpu: int
+    func_ram: int  # bytes; 0 means "not set"
+    max_parallelism: int  # 0 means "no cap"
+    max_retries: int
+    func_timeout: float  # seconds; 0 means "no timeout"
+    raise_errors: bool
+
+
+class JobAccepted(_Msg):
+    job_id: str
+    n_workers: int
+    input_credit: int
+
+
+class JobError(_Msg):
+    """Why a job failed; ``kind`` names the client exception to raise."""
+
+    kind: str
+    message: str
+    input_index: int = -1
+
+
+class JobEnded(_Msg):
+    job_id: str
+    status: str  # "done" | "failed" | "canceled"
+    error: Union[JobError, None] = None
+
+
+class CancelJob(_Msg):
+    job_id: str
+    reason: str
+
+
+class InputCredit(_Msg):
+    job_id: str
+    batches: int
+
+
+class InputBatch(_Msg):
+    """Inputs ``start .. start+len(ends)-1``.
+
+    ``payload`` is the concatenation of one pickle per input; ``ends[i]`` is
+    where input ``start+i``'s pickle ends, so a batch can be split by slicing
+    without unpickling it.
+    """
+
+    job_id: str
+    start: int
+    ends: list[int]
+    payload: bytes
+    attempt: int = 0
+
+
+class InputsDone(_Msg):
+    job_id: str
+    total: int
+
+
+class ItemError(_Msg):
+    index: int
+    type_name: str
+    traceback: str
+    exception: bytes  # pickled exception (tblib), or b"" if it could not be pickled
+    timeout: bool = False
+
+
+class ResultBatch(_Msg):
+    """Results of one ``InputBatch``; ``payload``/``ends`` as in InputBatch.
+
+    An input whose call raised has ``None`` in the payload and an entry in
+    ``errors``.
+    """
+
+    job_id: str
+    start: int
+    ends: list[int]
+    payload: bytes
+    errors: list[ItemError] = []
+
+
+class ResultAck(_Msg):
+    job_id: str
+    batches: int
+
+
+class LogLine(_Msg):
+    index: int
+    stream: int  # 1 stdout, 2 stderr
+    text: str
+
+
+class LogBatch(_Msg):
+    job_id: str
+    lines: list[LogLine]
+
+
+# --- head <-> node <-> worker ---------------------------------------------------
+
+
+class AssignJob(_Msg):
+    job_id: str
+    function: bytes
+    n_workers: int
+    func_timeout: float
+    func_ram: int
+
+
+class StartJob(_Msg):
+    job_id: str
+    function: bytes
+    func_timeout: float
+
+
+class JobSetupFailed(_Msg):
+    job_id: str
+    message: str
+
+
+class BatchLost(_Msg):
+    job_id: str
+    start: int
+    crashed_index: int  # the input that was running when the worker died, or -1
+    reason: str
+
+
+class ReleaseJob(_Msg):
+    job_id: str
+
+
+class EndJob(_Msg):
+    job_id: str
+
+
+Message = Union[
+    ClientHello,
+    NodeHello,
+    WorkerHello,
+    Welcome,
+    Heartbeat,
+    SubmitJob,
+    JobAccepted,
+    JobEnded,
+    CancelJob,
+    InputCredit,
+    InputBatch,
+    InputsDone,
+    ResultBatch,
+    ResultAck,
+    LogBatch,
+    AssignJob,
+    StartJob,
+    JobSetupFailed,
+    BatchLost,
+    ReleaseJob,
+    EndJob,
+]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+def encode(msg: Message) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes | memoryview) -> Message:
+    """Decode one message; raises ``msgspec.DecodeError`` (incl. ValidationError)."""
+    return _decoder.decode(data)
