@@ -3,8 +3,12 @@ input batches, with errors that name the object at fault."""
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import sys
+import types
+from collections import ChainMap
 import sysconfig
 import time
 from types import ModuleType
@@ -61,10 +65,23 @@ def register_local_modules() -> None:
     _scanned_count = len(sys.modules)
 
 
+def _code_reduce_keeping_filename(code: types.CodeType) -> Any:
+    # cloudpickle replaces co_filename with "<dynamic-code>"; keep the real one
+    # so remote tracebacks point at the user's file (and show its lines).
+    ctor, args = cloudpickle.cloudpickle._code_reduce(code)
+    return ctor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+class _FunctionPickler(cloudpickle.Pickler):
+    dispatch_table = ChainMap({types.CodeType: _code_reduce_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+
+
 def dumps_function(fn: Callable[..., Any]) -> bytes:
     register_local_modules()
     try:
-        blob = cloudpickle.dumps(fn)
+        buf = io.BytesIO()
+        _FunctionPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(fn)
+        blob = buf.getvalue()
     except Exception as e:
         raise SerializationError(
             f"cannot pickle function {getattr(fn, '__qualname__', fn)!r}: {type(e).__name__}: {e}. "

@@ -179,6 +179,16 @@ async def serve(host: str | None, port: int | None, token: str, handler: Handler
     """
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await authenticate_and_handle(reader, writer)
+        except asyncio.CancelledError:
+            # The loop is shutting down.  This is the top of a task that
+            # asyncio.streams owns, and its done-callback calls
+            # task.exception(), which on Python 3.11 reports a cancelled
+            # task as an "unhandled exception": end normally instead.
+            writer.transport.abort()
+
+    async def authenticate_and_handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = "%s:%s" % writer.get_extra_info("peername")[:2]
         try:
             async with asyncio.timeout(config.handshake_timeout):

@@ -1,0 +1,168 @@
+"""Authenticated connections over real loopback TCP, on asyncio and uvloop."""
+
+import asyncio
+
+import pytest
+
+from burla import AuthenticationError, ClusterUnreachable, ConnectionLost
+from burla.transport import TransportConfig, connect, serve
+from burla.transport.messages import InputCredit, ResultAck
+
+TOKEN = "s3cret"
+
+
+async def _echo_server(received: list | None = None, config: TransportConfig = TransportConfig()):
+    async def handler(conn):
+        while True:
+            msg = await conn.recv()
+            if received is not None:
+                received.append(msg)
+            await conn.send(msg)
+
+    server = await serve("127.0.0.1", 0, TOKEN, handler, config)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_roundtrip_and_big_message(run) -> None:
+    async def main():
+        cfg = TransportConfig(max_frame=4096)
+        server, port = await _echo_server(config=cfg)
+        conn = await connect("127.0.0.1", port, TOKEN, cfg)
+        await conn.send(InputCredit("j", 3))
+        assert await conn.recv() == InputCredit("j", 3)
+        big = ResultAck("x" * 100_000, 1)  # split into many 4 KiB frames
+        await conn.send(big)
+        assert await conn.recv() == big
+        await conn.close()
+        server.close()
+
+    run(main())
+
+
+def test_wrong_token_is_refused_and_server_keeps_serving(run) -> None:
+    async def main():
+        received: list = []
+        server, port = await _echo_server(received)
+        with pytest.raises(AuthenticationError, match=f"127.0.0.1:{port}"):
+            await connect("127.0.0.1", port, "wrong")
+        good = await connect("127.0.0.1", port, TOKEN)
+        await good.send(InputCredit("j", 1))
+        assert await good.recv() == InputCredit("j", 1)
+        assert received == [InputCredit("j", 1)]
+        await good.close()
+        server.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("garbage", [
+    b"GET / HTTP/1.1\r\n\r\n",
+    bytes(range(256)) * 4,
+    b"\x00" * 70,
+])
+def test_garbage_before_auth_is_closed_without_decoding(run, garbage: bytes) -> None:
+    async def main():
+        received: list = []
+        # a short garbage write is closed by the handshake deadline, a long one at once
+        server, port = await _echo_server(received, TransportConfig(handshake_timeout=0.5))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(garbage)
+        data = await asyncio.wait_for(reader.read(), 5)  # server must close on us
+        assert data.startswith(b"BURLA")  # only the challenge was ever sent
+        writer.close()
+        good = await connect("127.0.0.1", port, TOKEN)
+        await good.send(InputCredit("j", 2))
+        assert await good.recv() == InputCredit("j", 2)
+        assert received == [InputCredit("j", 2)]
+        await good.close()
+        server.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("after_auth", [
+    (2**31 - 1).to_bytes(4, "big"),  # oversized length
+    (10).to_bytes(4, "big") + b"\x93\xa3abc",  # truncated frame then EOF
+    (3).to_bytes(4, "big") + b"\xc1\xc1\xc1",  # not MessagePack
+    (7).to_bytes(4, "big") + b"\x92\xa4Nope\x01",  # unknown message type
+    (6).to_bytes(4, "big") + b"\x93\xabInputCredit"[:6],  # wrong field types / short
+])
+def test_malformed_frames_after_auth_close_only_that_connection(run, after_auth: bytes) -> None:
+    async def main():
+        server, port = await _echo_server()
+        bad = await connect("127.0.0.1", port, TOKEN)
+        bad._writer.write(after_auth)
+        bad._writer.write_eof()
+        with pytest.raises(ConnectionLost):
+            await asyncio.wait_for(bad.recv(), 5)
+        good = await connect("127.0.0.1", port, TOKEN)
+        await good.send(InputCredit("j", 5))
+        assert await good.recv() == InputCredit("j", 5)
+        await good.close()
+        server.close()
+
+    run(main())
+
+
+def test_unreachable_head_fails_fast(run) -> None:
+    async def main():
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        with pytest.raises(ClusterUnreachable, match=str(port)):
+            await connect("127.0.0.1", port, TOKEN)
+
+    run(main())
+
+
+def test_silent_peer_is_declared_dead(run) -> None:
+    async def main():
+        cfg = TransportConfig(heartbeat_interval=0.05, idle_timeout=0.3)
+        gate = asyncio.Event()
+
+        async def mute(conn):
+            conn._beat_task.cancel()  # a peer that stops talking (a closed laptop)
+            await gate.wait()
+
+        server = await serve("127.0.0.1", 0, TOKEN, mute, cfg)
+        conn = await connect("127.0.0.1", server.sockets[0].getsockname()[1], TOKEN, cfg)
+        with pytest.raises(ConnectionLost, match="sent nothing"):
+            await asyncio.wait_for(conn.recv(), 5)
+        gate.set()
+        server.close()
+
+    run(main())
+
+
+def test_slow_reader_applies_backpressure(run) -> None:
+    async def main():
+        cfg = TransportConfig(write_high_water=64 * 1024)
+        release = asyncio.Event()
+        got: list = []
+
+        async def slow(conn):
+            await release.wait()
+            while True:
+                got.append(await conn.recv())
+
+        server = await serve("127.0.0.1", 0, TOKEN, slow, cfg)
+        conn = await connect("127.0.0.1", server.sockets[0].getsockname()[1], TOKEN, cfg)
+        sender = asyncio.ensure_future(_send_many(conn, 2000))
+        done, _ = await asyncio.wait([sender], timeout=1.0)
+        assert not done, "send() never waited although the peer read nothing"
+        buffered = conn._writer.transport.get_write_buffer_size()
+        assert buffered < 2 * 1024 * 1024  # bounded by the high-water mark, not 2000 x 64 KiB
+        release.set()
+        await asyncio.wait_for(sender, 30)
+        await conn.close()
+        server.close()
+
+    run(main())
+
+
+async def _send_many(conn, n: int) -> None:
+    for i in range(n):
+        await conn.send(ResultAck("p" * 65536, i))

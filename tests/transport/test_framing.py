@@ -1,0 +1,45 @@
+import pytest
+
+from burla import ProtocolError
+from burla.transport import FrameDecoder, frame_message
+
+
+def _wire(*bodies: bytes, max_frame: int = 1024) -> bytes:
+    return b"".join(bytes(c) for body in bodies for c in frame_message(body, max_frame))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000, 10**6])
+def test_messages_survive_any_chunking(chunk: int) -> None:
+    bodies = [b"", b"a", b"x" * 5000, bytes(range(256)) * 9]
+    wire = _wire(*bodies)
+    dec = FrameDecoder(max_frame=1024, max_message=1 << 20)
+    got = []
+    for i in range(0, len(wire), chunk):
+        got += dec.feed(wire[i : i + chunk])
+    assert got == bodies
+    assert dec.buffered == 0
+
+
+def test_large_message_is_split_into_frames() -> None:
+    chunks = frame_message(b"y" * 2500, max_frame=1024)
+    assert len(chunks) == 6  # three (header, body) pairs
+    assert FrameDecoder(1024).feed(b"".join(bytes(c) for c in chunks)) == [b"y" * 2500]
+
+
+def test_oversized_frame_rejected_from_header_alone() -> None:
+    dec = FrameDecoder(max_frame=1024)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        dec.feed((2000).to_bytes(4, "big"))
+
+
+def test_oversized_reassembled_message_rejected() -> None:
+    dec = FrameDecoder(max_frame=1024, max_message=2048)
+    with pytest.raises(ProtocolError, match="message exceeds"):
+        dec.feed(_wire(b"z" * 4000, max_frame=1024))
+
+
+def test_truncated_frame_waits_for_more() -> None:
+    dec = FrameDecoder()
+    wire = _wire(b"hello")
+    assert dec.feed(wire[:-1]) == []
+    assert dec.feed(wire[-1:]) == [b"hello"]
