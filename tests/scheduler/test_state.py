@@ -1,0 +1,199 @@
+"""The head's scheduling core, driven without sockets or an event loop."""
+
+from burla.scheduler import HeadConfig, HeadState
+from burla.scheduler._state import INITIAL_INPUT_CREDIT, NodeState, ToClient, ToNode
+from burla.transport._payload import pack, unpack
+from burla.transport.messages import (
+    AssignJob, InputBatch, InputCredit, JobAccepted, JobEnded, ReleaseJob, ResultBatch, SubmitJob,
+)
+
+
+def spec(job_id="j", max_retries=3, func_cpu=1, func_ram=0, max_parallelism=0):
+    return SubmitJob(job_id, "f", b"fn", func_cpu, func_ram, max_parallelism, max_retries, 0.0, True)
+
+
+def node(node_id, workers=2, cpus=2, ram=8 << 30):
+    return NodeState(node_id, "h", cpus, ram, workers)
+
+
+def batch(job_id, start, n):
+    ends, payload = pack(range(start, start + n))
+    return InputBatch(job_id, start, ends, payload)
+
+
+def to_node(cmds, node_id=None, kind=InputBatch):
+    return [c.msg for c in cmds if isinstance(c, ToNode) and isinstance(c.msg, kind) and node_id in (None, c.node_id)]
+
+
+def to_client(cmds, kind):
+    return [c.msg for c in cmds if isinstance(c, ToClient) and isinstance(c.msg, kind)]
+
+
+def result_for(b):
+    return ResultBatch(b.job_id, b.start, b.ends, b.payload)
+
+
+def test_job_runs_on_free_node_and_ends_when_all_results_delivered():
+    s = HeadState()
+    s.node_joined(node("n1"))
+    cmds = s.submit("c1", spec(), now=0)
+    assert to_client(cmds, JobAccepted)[0].input_credit == INITIAL_INPUT_CREDIT
+    assert to_node(cmds, "n1", AssignJob)[0].n_workers == 2
+    sent = to_node(s.input_batch("c1", batch("j", 0, 3)), "n1")
+    s.inputs_done("c1", "j", 3)
+    cmds = s.result("n1", result_for(sent[0]))
+    assert to_client(cmds, ResultBatch) and to_client(cmds, JobEnded)[0].status == "done"
+    assert to_node(cmds, "n1", ReleaseJob)
+    assert s.nodes["n1"].job_id is None and not s.jobs
+
+
+def test_nodes_are_single_tenant_and_second_job_waits():
+    s = HeadState()
+    s.node_joined(node("n1"))
+    s.submit("c1", spec("a"), 0)
+    cmds = s.submit("c2", spec("b"), 0)
+    assert not to_node(cmds, kind=AssignJob)
+    s.input_batch("c2", batch("b", 0, 1))
+    b = to_node(s.input_batch("c1", batch("a", 0, 1)))[0]
+    s.inputs_done("c1", "a", 1)
+    cmds = s.result("n1", result_for(b))
+    assigned = to_node(cmds, "n1", AssignJob)
+    assert [a.job_id for a in assigned] == ["b"]
+    assert to_node(cmds, "n1")[0].job_id == "b"
+
+
+def test_dead_node_requeues_its_batches_to_another_node():
+    s = HeadState()
+    s.node_joined(node("n1"))
+    s.submit("c", spec(max_parallelism=2), 0)
+    sent = to_node(s.input_batch("c", batch("j", 0, 2)), "n1")
+    assert sent
+    s.node_joined(node("n2"))
+    cmds = s.node_left("n1")
+    assert to_node(cmds, "n2", AssignJob)
+    resent = to_node(cmds, "n2")
+    assert [b.start for b in resent] == [0]
+    s.inputs_done("c", "j", 2)
+    cmds = s.result("n2", result_for(resent[0]))
+    assert to_client(cmds, JobEnded)[0].status == "done"
+
+
+def test_crashed_input_travels_alone_and_fails_after_max_retries():
+    s = HeadState()
+    s.node_joined(node("n1", workers=1, cpus=1))
+    s.submit("c", spec(max_retries=1), 0)
+    b = to_node(s.input_batch("c", batch("j", 0, 5)))[0]
+    s.inputs_done("c", "j", 5)
+    cmds = s.batch_lost("n1", "j", 0, crashed_index=2, reason="SIGKILL")
+    parts = to_node(cmds, "n1")
+    # capacity 2 (1 worker x prefetch 2): [0,1] and then the crashed [2] alone
+    assert [(p.start, len(p.ends), p.attempt) for p in parts] == [(0, 2, 0), (2, 1, 1)]
+    assert unpack(parts[1].ends, parts[1].payload) == [2]
+    s.result("n1", result_for(parts[0]))
+    cmds = s.batch_lost("n1", "j", 2, crashed_index=2, reason="SIGKILL")
+    ended = to_client(cmds, JobEnded)[0]
+    assert ended.status == "failed" and ended.error.kind == "WorkerCrashed" and ended.error.input_index == 2
+
+
+def test_prefetched_batch_of_dead_worker_is_not_charged():
+    s = HeadState()
+    s.node_joined(node("n1", workers=1, cpus=1))
+    s.submit("c", spec(max_retries=0), 0)
+    s.input_batch("c", batch("j", 0, 1))
+    s.input_batch("c", batch("j", 1, 1))
+    cmds = s.batch_lost("n1", "j", 1, crashed_index=-1, reason="x")
+    again = to_node(cmds, "n1")
+    assert [(b.start, b.attempt) for b in again] == [(1, 0)]
+
+
+def test_duplicate_or_late_result_is_never_delivered_twice():
+    s = HeadState()
+    s.node_joined(node("n1"))
+    s.submit("c", spec(), 0)
+    b = to_node(s.input_batch("c", batch("j", 0, 1)))[0]
+    assert to_client(s.result("n1", result_for(b)), ResultBatch)
+    assert s.result("n1", result_for(b)) == []
+
+
+def test_unacknowledged_results_stall_dispatch():
+    s = HeadState(HeadConfig(result_window=2, input_queue_batches=8))
+    s.node_joined(node("n1", workers=4, cpus=4))
+    s.submit("c", spec(), 0)
+    sent = []
+    for i in range(4):
+        sent += to_node(s.input_batch("c", batch("j", i, 1)))
+    assert len(sent) == 2  # window of 2
+    for b in sent:
+        s.result("n1", result_for(b))
+    assert s.jobs["j"].unacked == 2
+    assert to_node(s.result_ack("c", "j", 1)) != []
+
+
+def test_input_credit_is_bounded_by_queue_size():
+    cfg = HeadConfig(input_queue_batches=6, result_window=1)
+    s = HeadState(cfg)
+    cmds = s.submit("c", spec(), 0)  # no node: nothing leaves the queue
+    granted = INITIAL_INPUT_CREDIT + sum(c.batches for c in to_client(cmds, InputCredit))
+    for i in range(granted):
+        assert not to_client(s.input_batch("c", batch("j", i, 1)), InputCredit)
+    assert granted == cfg.input_queue_batches == s.queue.length("j")
+
+
+def test_input_without_credit_fails_the_job():
+    s = HeadState(HeadConfig(input_queue_batches=4))
+    s.submit("c", spec(), 0)
+    for i in range(4):
+        s.input_batch("c", batch("j", i, 1))
+    cmds = s.input_batch("c", batch("j", 4, 1))
+    assert to_client(cmds, JobEnded)[0].status == "failed"
+
+
+def test_incompatible_job_is_rejected_with_a_reason():
+    s = HeadState()
+    s.node_joined(node("n1", cpus=2))
+    ended = to_client(s.submit("c", spec(func_cpu=8), 0), JobEnded)[0]
+    assert ended.error.kind == "NoCompatibleNodes" and "func_cpu=8" in ended.error.message
+
+
+def test_func_cpu_and_ram_limit_workers_per_node():
+    s = HeadState()
+    s.node_joined(node("n1", workers=4, cpus=4, ram=4 << 30))
+    assign = to_node(s.submit("c", spec(func_cpu=1, func_ram=3 << 30), 0), kind=AssignJob)[0]
+    assert assign.n_workers == 1
+
+
+def test_max_parallelism_caps_workers_across_nodes():
+    s = HeadState()
+    for i in range(3):
+        s.node_joined(node(f"n{i}", workers=2))
+    cmds = s.submit("c", spec(max_parallelism=3), 0)
+    assert sum(a.n_workers for a in to_node(cmds, kind=AssignJob)) == 3
+
+
+def test_client_leaving_cancels_its_jobs_and_frees_nodes():
+    s = HeadState()
+    s.node_joined(node("n1"))
+    s.submit("c", spec(), 0)
+    cmds = s.client_left("c")
+    assert to_node(cmds, "n1", ReleaseJob) and not s.jobs and s.nodes["n1"].job_id is None
+
+
+def test_job_fails_when_no_node_ever_joins():
+    s = HeadState(HeadConfig(no_nodes_timeout=5))
+    s.submit("c", spec(), now=100)
+    assert s.tick(104) == []
+    assert to_client(s.tick(106), JobEnded)[0].status == "failed"
+
+
+def test_idle_nodes_are_released_to_other_jobs_before_the_job_ends():
+    s = HeadState()
+    s.node_joined(node("n1"))
+    s.node_joined(node("n2"))
+    s.submit("c", spec("a"), 0)
+    b = to_node(s.input_batch("c", batch("a", 0, 1)))
+    s.inputs_done("c", "a", 1)
+    holder = next(n for n in s.nodes.values() if n.inflight)
+    idle = next(n for n in s.nodes.values() if n is not holder)
+    assert idle.job_id is None  # released while "a" still runs elsewhere
+    cmds = s.submit("c2", spec("b"), 0)
+    assert to_node(cmds, idle.node_id, AssignJob)
