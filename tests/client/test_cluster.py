@@ -1,0 +1,202 @@
+"""Cluster behaviour: many nodes, many clients, failures, cancellation, backpressure."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import burla
+from burla import remote_parallel_map as rpm
+
+from ..conftest import ROOT, http_get, wait_until
+
+
+def node_pid_of_worker(x):
+    import os
+    import time
+
+    time.sleep(0.02)
+    return os.getppid()
+
+
+def slow_identity(x):
+    import time
+
+    time.sleep(0.05)
+    return x
+
+
+def test_two_nodes_share_one_job(clusters):
+    c = clusters.start(nodes=2, workers_per_node=2)
+    burla.connect(c.record.head, c.record.token)
+    parents = rpm(node_pid_of_worker, range(80), spinner=False)
+    node_pids = {p.pid for p in c.procs[1:]}
+    assert set(parents) == node_pids
+
+
+def test_dead_node_does_not_fail_the_job(clusters):
+    c = clusters.start(nodes=2, workers_per_node=2)
+    burla.connect(c.record.head, c.record.token)
+    gen = rpm(slow_identity, range(120), generator=True, spinner=False)
+    got = [next(gen)]
+    wait_until(lambda: all(n["job_id"] for n in http_get(c, "/v1/cluster")["nodes"]), 10, "both nodes on the job")
+    victim = c.procs[2]
+    victim.kill()
+    got += list(gen)
+    assert sorted(got) == list(range(120))
+    victim.wait(5)
+
+
+def _client_script(body: str) -> str:
+    return "import burla, sys, time\n" + body
+
+
+def _env(c) -> dict:
+    return dict(os.environ, PYTHONPATH=ROOT, BURLA_HEAD=c.record.head, BURLA_TOKEN=c.record.token)
+
+
+def test_two_clients_jobs_at_once(clusters):
+    c = clusters.start(nodes=2, workers_per_node=1)
+    code = _client_script(
+        "def f(x):\n    time.sleep(0.01)\n    return x * 2\n"
+        "print(sum(burla.remote_parallel_map(f, range(200), spinner=False)))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=_env(c), stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert outs == [str(2 * sum(range(200)))] * 2
+
+
+def test_wrong_token_raises_authentication_error(on_cluster):
+    burla.connect(on_cluster.record.head, "not-the-token")
+    try:
+        with pytest.raises(burla.AuthenticationError, match=on_cluster.record.head):
+            rpm(abs, [1], spinner=False)
+    finally:
+        burla.connect(on_cluster.record.head, on_cluster.record.token)
+
+
+def test_unreachable_head_raises_within_five_seconds(on_cluster):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    address = "127.0.0.1:%d" % s.getsockname()[1]
+    s.close()
+    burla.connect(address, "t")
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(burla.ClusterUnreachable, match=address):
+            rpm(abs, [1], spinner=False)
+    finally:
+        burla.connect(on_cluster.record.head, on_cluster.record.token)
+    assert time.monotonic() - t0 < 5
+
+
+def _listening_ports(pid: int) -> list[int]:
+    return [c.laddr.port for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+
+
+def test_garbage_on_every_port_leaves_the_cluster_working(on_cluster):
+    head, node = on_cluster.procs[0], on_cluster.procs[1]
+    ports = _listening_ports(head.pid) + _listening_ports(node.pid)
+    assert len(ports) == 3  # head TCP, head HTTP, node's worker port
+    for port in ports:
+        for garbage in (os.urandom(4096), b"\xff\xff\xff\xff" + b"x" * 100, b"BURLA\x01" + b"\x00" * 64):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(garbage)
+                s.settimeout(10)
+                try:
+                    while s.recv(65536):
+                        pass
+                except (ConnectionResetError, socket.timeout):
+                    pass
+    assert rpm(abs, [-1, -2], spinner=False) == [1, 2]
+    assert head.poll() is None and node.poll() is None
+
+
+def test_client_that_stops_reading_stalls_its_job(on_cluster):
+    gen = rpm(abs, range(3_000_000), generator=True, spinner=False)
+    next(gen)
+
+    def delivered():
+        jobs = [j for j in http_get(on_cluster, "/v1/jobs")["jobs"] if j["status"] == "running"]
+        return jobs[0]["results_delivered"] if jobs else None
+
+    samples = []
+
+    def stalled():
+        samples.append(delivered())
+        time.sleep(0.3)  # sampling interval of the plateau check, not synchronisation
+        return len(samples) > 3 and samples[-1] == samples[-2] == samples[-3]
+
+    wait_until(stalled, 30, "the job to stall")
+    assert samples[-1] < 3_000_000
+    assert samples[-1] <= 64 * 1024 + 1024  # result window x largest batch
+    gen.close()  # cancels the job
+    wait_until(lambda: all(n["job_id"] is None for n in http_get(on_cluster, "/v1/cluster")["nodes"]), 5,
+               "the node to be freed")
+
+
+def test_endless_generator_streams_with_flat_memory(on_cluster):
+    head = psutil.Process(on_cluster.procs[0].pid)
+    me = psutil.Process()
+    n = 2_000_000
+    rss = {}
+    for i, _ in enumerate(rpm(abs, (i for i in range(n)), generator=True, spinner=False)):
+        if i in (n // 4, n - 1):
+            rss[i] = (me.memory_info().rss, head.memory_info().rss)
+    growth_client = rss[n - 1][0] - rss[n // 4][0]
+    growth_head = rss[n - 1][1] - rss[n // 4][1]
+    assert growth_client < 30 << 20 and growth_head < 30 << 20, (growth_client, growth_head)
+
+
+CANCEL_SCRIPT = _client_script(
+    "def f(x):\n    print('running', x, flush=True)\n    time.sleep(60)\n"
+    "try:\n    burla.remote_parallel_map(f, range(4))\n"
+    "except burla.JobCanceled as e:\n    print('CANCELED', e, flush=True)\n    sys.exit(3)\n"
+)
+
+
+def _start_and_wait_running(c) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", CANCEL_SCRIPT], env=_env(c), stdout=subprocess.PIPE, text=True)
+    wait_until(lambda: "running" in p.stdout.readline(), 30, "the job to start")
+    return p
+
+
+def test_ctrl_c_cancels_the_job_and_frees_workers(clusters):
+    c = clusters.start(nodes=1, workers_per_node=2)
+    p = _start_and_wait_running(c)
+    try:
+        workers_before = {w.pid for w in psutil.Process(c.procs[1].pid).children()}
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=10)
+        assert p.returncode == 3 and "CANCELED" in out
+        wait_until(lambda: all(n["job_id"] is None for n in http_get(c, "/v1/cluster")["nodes"]), 2,
+                   "the node to be freed")
+        # the workers that were stuck in time.sleep(60) were killed and replaced
+        wait_until(lambda: not workers_before & {w.pid for w in psutil.Process(c.procs[1].pid).children()}, 2,
+                   "busy workers to be killed")
+        assert time.monotonic() - t0 < 4
+    finally:
+        p.kill()
+
+
+def test_client_killed_mid_job_frees_the_nodes(clusters):
+    c = clusters.start(nodes=1, workers_per_node=2)
+    p = _start_and_wait_running(c)
+    p.kill()
+    p.wait()
+    p.stdout.close()
+    wait_until(lambda: all(n["job_id"] is None for n in http_get(c, "/v1/cluster")["nodes"]), 5,
+               "the node to be freed")
+    burla.connect(c.record.head, c.record.token)
+    assert rpm(abs, [-3], spinner=False) == [3]
