@@ -132,3 +132,11 @@ def run_script(code: str, env: dict | None = None, timeout: float = 60, cwd: str
     full_env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                           env=full_env, cwd=cwd)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_leaked_processes(session_clusters: Clusters) -> Iterator[None]:
+    """After the whole suite, every process a test started must be gone."""
+    yield
+    session_clusters.stop_all()
+    wait_until(lambda: not burla_descendants(), 10, "burla processes started by the tests to exit")

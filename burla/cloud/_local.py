@@ -5,6 +5,10 @@ listening sockets to the head process, so clients and nodes can connect
 while the head is still importing (the kernel queues them): starting a
 cluster costs one process start, not two in series.
 
+Processes start in ``/`` so that, as on a remote machine, workers cannot
+import the user's local modules from a shared working directory (burla ships
+those by value).
+
 With ``attached=True`` (the embedded cluster) every process gets the read end
 of a lifeline pipe and exits as soon as this process dies, however it dies.
 """
@@ -71,7 +75,7 @@ def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: i
         out = open(os.path.join(log_dir, log_name), "ab") if log_dir else subprocess.DEVNULL
         procs.append(subprocess.Popen(
             _burla_cmd(*args, *extra), env=env, pass_fds=fds + keep, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=out, start_new_session=not attached,
+            stdout=subprocess.DEVNULL, stderr=out, start_new_session=not attached, cwd="/",
         ))
         if log_dir:
             out.close()  # type: ignore[union-attr]

@@ -1,0 +1,99 @@
+"""The embedded default cluster: works with no set-up and dies with its parent."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+
+from .conftest import ROOT, wait_until
+
+
+def _env(tmp_path) -> dict:
+    env = dict(os.environ, PYTHONPATH=ROOT, BURLA_CONFIG_DIR=str(tmp_path / "cfg"))
+    env.pop("BURLA_HEAD", None)
+    env.pop("BURLA_TOKEN", None)
+    return env
+
+
+def test_quickstart_runs_on_embedded_cluster_and_leaves_nothing(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "quickstart.py")], env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "squares: [0, 1, 4" in out.stdout and "[#19] running" in out.stdout
+
+
+def test_local_module_next_to_script_is_shipped_by_value(tmp_path):
+    (tmp_path / "helpers_mod.py").write_text("def triple(x):\n    return 3 * x\n")
+    (tmp_path / "main.py").write_text(textwrap.dedent("""
+        import burla, helpers_mod
+        def f(x):
+            return helpers_mod.triple(x)
+        print(burla.remote_parallel_map(f, [1, 2], spinner=False))
+    """))
+    # the workers start elsewhere (ROOT) and cannot import helpers_mod themselves
+    out = subprocess.run([sys.executable, "main.py"], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[3, 6]"
+
+
+def test_async_app_can_call_from_a_running_loop(tmp_path):
+    code = textwrap.dedent("""
+        import asyncio, burla
+        async def handler():
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, burla.remote_parallel_map, abs, [-1, -2])
+        async def main():
+            direct = burla.remote_parallel_map(abs, [-5], spinner=False)  # blocks the loop, still works
+            print(direct, await handler())
+        asyncio.run(main())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[5] [1, 2]"
+
+
+def test_embedded_cluster_dies_with_a_sigkilled_client(tmp_path):
+    code = textwrap.dedent("""
+        import burla, psutil, time, sys
+        def f(x):
+            print("running", flush=True)
+            time.sleep(60)
+        gen = burla.remote_parallel_map(f, range(2), generator=True, spinner=False)
+        import threading
+        threading.Thread(target=lambda: list(gen), daemon=True).start()
+        while len(psutil.Process().children(recursive=True)) < 4:
+            time.sleep(0.05)
+        print(" ".join(str(p.pid) for p in psutil.Process().children(recursive=True)), flush=True)
+        time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], env=_env(tmp_path), stdout=subprocess.PIPE, text=True)
+    try:
+        pids = []
+        while not pids:
+            line = p.stdout.readline()
+            assert line, "client exited early"
+            if line.strip() and line.split()[0].isdigit():
+                pids = [int(x) for x in line.split()]
+        children = [psutil.Process(pid) for pid in pids]
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+
+        def all_gone():
+            alive = []
+            for c in children:
+                try:
+                    if c.status() != psutil.STATUS_ZOMBIE:
+                        alive.append(c)
+                except psutil.NoSuchProcess:
+                    pass
+            return not alive
+
+        wait_until(all_gone, 10, "head, node and workers to exit after their client was SIGKILLed")
+    finally:
+        p.kill()
+        p.stdout.close()
