@@ -16,7 +16,7 @@ from ._results import job_error, rebuild
 from ._session import JobChannel, Session
 from .scheduler._state import INITIAL_INPUT_CREDIT
 from .transport._payload import unpack
-from .transport.messages import InputBatch, JobEnded, ResultBatch, SubmitJob
+from .transport.messages import InputBatch, JobEnded, ResultBatchView, SubmitJob
 
 MAX_INPUT_BYTES = 256 * 1024 * 1024
 MAX_BATCH_ITEMS = 1024
@@ -130,7 +130,7 @@ class _JobRun:
         job_id = f"{self.fn_name}-{secrets.token_urlsafe(6)}"
         first = []
         while len(first) < INITIAL_INPUT_CREDIT and (b := batcher.next_batch()) is not None:
-            first.append(InputBatch(job_id, *b))
+            first.append(InputBatch(job_id, b[0], b[1], 0, b[2]))
         if not first:  # an empty generator
             return
         spec = SubmitJob(job_id, self.fn_name, self.blob, self.func_cpu,
@@ -145,7 +145,7 @@ class _JobRun:
     def _feed(self, job: JobChannel, batcher: Batcher) -> None:
         try:
             for start, ends, payload in batcher:
-                if not job.send_batch(InputBatch(job.job_id, start, ends, payload)):
+                if not job.send_batch(InputBatch(job.job_id, start, ends, 0, payload)):
                     return
             job.inputs_done(batcher.count)
         except BaseException as e:  # the user's generator raised, or an input is unpicklable
@@ -158,7 +158,7 @@ class _JobRun:
         try:
             while True:
                 ev = job.events.get()
-                if isinstance(ev, ResultBatch):
+                if isinstance(ev, ResultBatchView):
                     values = unpack(ev.ends, ev.payload)
                     for err in ev.errors:
                         exc = rebuild(err)

@@ -31,7 +31,7 @@ from .transport.messages import (
     LogBatch,
     Message,
     ResultAck,
-    ResultBatch,
+    ResultBatchView,
     SubmitJob,
     Welcome,
 )
@@ -62,7 +62,7 @@ class JobChannel:
                 self._credit_changed.set()
             case JobAccepted(n_workers=n):
                 self.n_workers = n
-            case ResultBatch() | JobEnded():
+            case ResultBatchView() | JobEnded():
                 if isinstance(msg, JobEnded):
                     self.ended = True
                     self._credit_changed.set()

@@ -54,6 +54,13 @@ class LocalCluster:
             self._lifeline_w = None
 
 
+# glibc serves allocations over 128 KiB-32 MiB with fresh mmap()s and gives
+# them back on free, so every 1 MiB payload a daemon receives would page-fault
+# 256 fresh pages.  Keeping such buffers on the heap makes them reusable; the
+# daemons' memory stays bounded by their credit windows anyway (issue #3).
+DAEMON_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+
+
 def _burla_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "burla", *args]
 
@@ -64,7 +71,7 @@ def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: i
     listen = socket.create_server(("127.0.0.1", 0), backlog=128)
     http = socket.create_server(("127.0.0.1", 0), backlog=128)
     port, http_port = listen.getsockname()[1], http.getsockname()[1]
-    env = dict(os.environ, BURLA_TOKEN=token)
+    env = dict(os.environ, BURLA_TOKEN=token, **DAEMON_MALLOC_ENV)
     env.pop("BURLA_HEAD", None)
     lifeline_r, lifeline_w = os.pipe() if attached else (None, None)
     extra = ["--lifeline-fd", str(lifeline_r)] if attached else []

@@ -31,12 +31,12 @@ from ..transport.messages import (
     AssignJob,
     BatchLost,
     EndJob,
-    InputBatch,
+    InputBatchView,
     JobSetupFailed,
     LogBatch,
     NodeHello,
     ReleaseJob,
-    ResultBatch,
+    ResultBatchView,
     StartJob,
     Welcome,
     WorkerHello,
@@ -53,7 +53,7 @@ class _Worker:
     proc: asyncio.subprocess.Process | None = None
     conn: Connection | None = None
     job_id: str | None = None
-    outstanding: deque[InputBatch] = field(default_factory=deque)
+    outstanding: deque[InputBatchView] = field(default_factory=deque)
     kill_reason: str | None = None
 
     def running_index(self) -> int:
@@ -64,7 +64,7 @@ class _Worker:
 @dataclass
 class _Job:
     assign: AssignJob
-    pending: deque[InputBatch] = field(default_factory=deque)
+    pending: deque[InputBatchView] = field(default_factory=deque)
 
 
 class NodeDaemon:
@@ -171,7 +171,7 @@ class NodeDaemon:
         try:
             while True:
                 match await conn.recv():
-                    case ResultBatch() as rb:
+                    case ResultBatchView() as rb:
                         if w.outstanding and w.outstanding[0].start == rb.start:
                             w.outstanding.popleft()
                             self._to_head(rb)
@@ -216,7 +216,7 @@ class NodeDaemon:
         while job.pending:
             self._route(job.pending.popleft())
 
-    def _route(self, batch: InputBatch) -> None:
+    def _route(self, batch: InputBatchView) -> None:
         mine = [w for w in self.workers.values() if w.job_id == batch.job_id and w.conn and not w.conn.closed]
         if not mine:
             assert self.job is not None
@@ -242,7 +242,7 @@ class NodeDaemon:
                         self._track(self._watch_memory(assign.job_id, assign.func_ram))
                     for w in list(self.workers.values()):
                         self._give_job(w)
-                case InputBatch() as batch:
+                case InputBatchView() as batch:
                     if self.job and self.job.assign.job_id == batch.job_id:
                         self._route(batch)
                 case ReleaseJob(job_id=job_id):

@@ -22,14 +22,14 @@ from ..transport.messages import (
     BatchLost,
     CancelJob,
     ClientHello,
-    InputBatch,
+    InputBatchView,
     InputsDone,
     JobSetupFailed,
     LogBatch,
     NodeHello,
     PROTOCOL_VERSION,
     ResultAck,
-    ResultBatch,
+    ResultBatchView,
     SubmitJob,
     Welcome,
 )
@@ -120,7 +120,7 @@ class Head:
                 match await conn.recv():
                     case SubmitJob() as spec:
                         self._run(self.state.submit(client_id, spec, time.monotonic()))
-                    case InputBatch() as batch:
+                    case InputBatchView() as batch:
                         self._run(self.state.input_batch(client_id, batch))
                     case InputsDone(job_id=job_id, total=total):
                         self._run(self.state.inputs_done(client_id, job_id, total))
@@ -148,7 +148,7 @@ class Head:
         try:
             while True:
                 match await conn.recv():
-                    case ResultBatch() as rb:
+                    case ResultBatchView() as rb:
                         self._run(self.state.result(node_id, rb))
                     case LogBatch() as logs:
                         job = self.state.jobs.get(logs.job_id)

@@ -37,6 +37,7 @@ from ..transport.messages import (
     ReleaseJob,
     ResultBatch,
     SubmitJob,
+    payload_bytes,
 )
 from ._queue import InProcessQueue, QueueBackend
 
@@ -347,28 +348,27 @@ class HeadState:
         )
 
 
-def _sub_batch(batch: InputBatch, lo: int, hi: int) -> InputBatch:
+def _sub_batch(batch: InputBatch, payload: bytes, lo: int, hi: int, attempt: int) -> InputBatch:
     base = batch.ends[lo - 1] if lo else 0
     ends = [e - base for e in batch.ends[lo:hi]]
-    return InputBatch(batch.job_id, batch.start + lo, ends, batch.payload[base : batch.ends[hi - 1]], batch.attempt)
+    return InputBatch(batch.job_id, batch.start + lo, ends, attempt, payload[base : batch.ends[hi - 1]])
 
 
 def _split_around(batch: InputBatch, crashed_index: int) -> list[InputBatch]:
-    """Split a lost batch so the input that crashed travels alone."""
+    """Split a lost batch so the input that crashed travels alone (as new
+    batches: the received frame of ``batch`` no longer describes them).
+    Only the crashed input keeps its attempt count."""
     i = crashed_index - batch.start
-    if not 0 <= i < len(batch.ends) or len(batch.ends) == 1:
+    if not 0 <= i < len(batch.ends):
         return [batch]
+    payload = payload_bytes(batch.payload)
+    n = len(batch.ends)
     parts = []
     if i > 0:
-        parts.append(_sub_batch(batch, 0, i))
-    crashed = _sub_batch(batch, i, i + 1)
-    crashed.attempt = batch.attempt
-    parts.append(crashed)
-    if i + 1 < len(batch.ends):
-        parts.append(_sub_batch(batch, i + 1, len(batch.ends)))
-    for p in parts:
-        if p is not crashed:
-            p.attempt = 0
+        parts.append(_sub_batch(batch, payload, 0, i, 0))
+    parts.append(_sub_batch(batch, payload, i, i + 1, batch.attempt))
+    if i + 1 < n:
+        parts.append(_sub_batch(batch, payload, i + 1, n, 0))
     return parts
 
 

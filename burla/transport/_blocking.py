@@ -12,8 +12,8 @@ import msgspec
 from .._errors import AuthenticationError, ConnectionLost, ProtocolError
 from . import _auth
 from ._config import TransportConfig
-from ._framing import FrameDecoder, frame_message
-from .messages import Heartbeat, Message, decode, encode
+from ._framing import FrameDecoder, frame_parts
+from .messages import Heartbeat, Message, decode, encode_parts
 
 
 class BlockingConnection:
@@ -22,7 +22,7 @@ class BlockingConnection:
         self.config = config
         self._sock = sock
         self._decoder = FrameDecoder(config.max_frame, config.max_message)
-        self._pending: deque[bytes] = deque()
+        self._pending: deque[bytes | bytearray] = deque()
         self._send_lock = threading.Lock()
 
     @classmethod
@@ -49,14 +49,16 @@ class BlockingConnection:
         return cls(sock, f"{host}:{port}", config)
 
     def send(self, msg: Message) -> None:
-        data = frame_message(encode(msg), self.config.max_frame)
+        """Send one message (thread-safe), gathering its parts with sendmsg."""
+        views = [memoryview(p).cast("B") for p in frame_parts(encode_parts(msg), self.config.max_frame)]
         with self._send_lock:
             try:
-                if len(data) == 2 and len(data[1]) < 65536:
-                    self._sock.sendall(b"".join(data))
-                else:
-                    for chunk in data:
-                        self._sock.sendall(chunk)
+                while views:
+                    sent = self._sock.sendmsg(views[:512])
+                    while views and sent >= len(views[0]):
+                        sent -= len(views.pop(0))
+                    if sent:
+                        views[0] = views[0][sent:]
             except OSError as e:
                 raise ConnectionLost(f"connection to {self.peer} lost: {e}") from None
 
@@ -64,12 +66,12 @@ class BlockingConnection:
         while True:
             while not self._pending:
                 try:
-                    data = self._sock.recv(self.config.read_chunk)
+                    n = self._sock.recv_into(self._decoder.get_buffer())
                 except OSError as e:
                     raise ConnectionLost(f"connection to {self.peer} lost: {e}") from None
-                if not data:
+                if not n:
                     raise ConnectionLost(f"{self.peer} closed the connection")
-                self._pending.extend(self._decoder.feed(data))
+                self._pending.extend(self._decoder.buffer_updated(n))
             try:
                 msg = decode(self._pending.popleft())
             except msgspec.DecodeError as e:

@@ -13,7 +13,10 @@ class TransportConfig:
     max_message:        largest reassembled message a peer may send us.
     write_high_water:   bytes buffered in the kernel+transport before ``send``
                         waits for the peer to read (outbound backpressure).
-    read_chunk:         bytes read from the socket at once.
+    read_chunk:         bytes read from the socket at once (blocking connections).
+    max_pending:        decoded frames waiting for ``recv`` before reading pauses
+    max_pending_bytes:  ... or their total size (a frame larger than this is
+                        still received whole: the limit is then one frame).
     heartbeat_interval: seconds between heartbeats on an otherwise quiet link.
     idle_timeout:       a peer silent this long is dead (several heartbeats).
     handshake_timeout:  seconds allowed for connect + authentication.
@@ -23,6 +26,8 @@ class TransportConfig:
     max_message: int = DEFAULT_MAX_MESSAGE
     write_high_water: int = 4 * 1024 * 1024
     read_chunk: int = 1024 * 1024
+    max_pending: int = 256
+    max_pending_bytes: int = 8 * 1024 * 1024
     heartbeat_interval: float = 1.0
     idle_timeout: float = 6.0
     handshake_timeout: float = 5.0

@@ -1,12 +1,18 @@
 """Async connections: own the socket, frame and authenticate, nothing else.
 
+Built on ``asyncio.BufferedProtocol`` so the kernel writes received bytes
+straight into the frame decoder's memory (a 1 MiB payload is received into a
+1 MiB buffer of its own, no intermediate copies).
+
 ``Connection.send`` writes a message and waits for the peer to read once more
 than ``write_high_water`` bytes are buffered: a slow reader slows its writer
-instead of growing its memory.  ``recv`` returns the next message other than a
-heartbeat, and raises ``ConnectionLost`` when the peer closed, broke the
-stream, or stayed silent past ``idle_timeout``.  Any malformed frame raises
-``ProtocolError``: the stream position is then unknown, so the only safe move
-is to abort the connection (never to skip and retry).
+instead of growing its memory.  Reading pauses when ``max_pending`` decoded
+frames wait for ``recv`` and resumes below half of that (hysteresis), so a
+fast sender cannot grow a slow consumer either.  ``recv`` returns the next
+message other than a heartbeat, and raises ``ConnectionLost`` when the peer
+closed, broke the stream, or stayed silent past ``idle_timeout``.  Any
+malformed frame raises ``ProtocolError``: the stream position is then
+unknown, so the only safe move is to abort the connection.
 """
 
 from __future__ import annotations
@@ -22,82 +28,200 @@ import msgspec
 from .._errors import AuthenticationError, ClusterUnreachable, ConnectionLost, ProtocolError
 from . import _auth
 from ._config import TransportConfig
-from ._framing import FrameDecoder, frame_message
-from .messages import Heartbeat, Message, decode, encode
+from ._framing import FrameDecoder, frame_message, frame_parts
+from .messages import Heartbeat, Message, decode, encode, encode_parts
 
 log = logging.getLogger("burla.transport")
-_HEARTBEAT = encode(Heartbeat())
+_HEARTBEAT = b"".join(frame_message(encode(Heartbeat())))
+
+
+class _Protocol(asyncio.BufferedProtocol):
+    """Receives bytes for one connection; all state for the Connection above."""
+
+    def __init__(self, config: TransportConfig):
+        self.config = config
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder(config.max_frame, config.max_message)
+        self.frames: deque[bytes | bytearray] = deque()
+        self.handshake: bytearray | None = bytearray()  # raw bytes until authenticated
+        self.error: BaseException | None = None
+        self.received_any = False
+        self.pending_bytes = 0
+        self._reading_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._writing_paused = False
+        self._connected = asyncio.get_running_loop().create_future()
+
+    # transport callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport.set_write_buffer_limits(high=self.config.write_high_water)  # type: ignore[union-attr]
+        if not self._connected.done():
+            self._connected.set_result(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.received_any = True
+        if self.handshake is not None:
+            self.handshake += self.decoder.get_buffer()[:nbytes]
+        else:
+            try:
+                for frame in self.decoder.buffer_updated(nbytes):
+                    self.frames.append(frame)
+                    self.pending_bytes += len(frame)
+            except ProtocolError as e:
+                self._fail(e)
+                return
+            if self._over_high_water() and not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail(ConnectionLost("peer closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionLost(f"connection lost: {exc}" if exc else "connection closed"))
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectionLost("connection lost while sending"))
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # helpers for Connection
+    def _fail(self, e: BaseException) -> None:
+        if self.error is None:
+            self.error = e
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait_data(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _over_high_water(self) -> bool:
+        cfg = self.config
+        return len(self.frames) >= cfg.max_pending or self.pending_bytes >= cfg.max_pending_bytes
+
+    def take_frame(self) -> bytes | bytearray:
+        frame = self.frames.popleft()
+        self.pending_bytes -= len(frame)
+        cfg = self.config
+        if (self._reading_paused and len(self.frames) <= cfg.max_pending // 2
+                and self.pending_bytes <= cfg.max_pending_bytes // 2):
+            self._reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        return frame
+
+    async def drain(self) -> None:
+        if not self._writing_paused:
+            return
+        if self._drain_waiter is None or self._drain_waiter.done():
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+        await self._drain_waiter
+
+    async def read_exactly(self, n: int) -> bytes:
+        """Handshake phase only."""
+        assert self.handshake is not None
+        while len(self.handshake) < n:
+            if self.error is not None:
+                raise self.error
+            await self.wait_data()
+        data = bytes(self.handshake[:n])
+        del self.handshake[:n]
+        return data
+
+    def end_handshake(self) -> None:
+        leftover, self.handshake = self.handshake, None
+        if leftover:
+            for frame in self.decoder.feed(leftover):
+                self.frames.append(frame)
+                self.pending_bytes += len(frame)
 
 
 class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str, config: TransportConfig):
+    def __init__(self, protocol: _Protocol, peer: str):
         self.peer = peer
-        self.config = config
-        self._reader = reader
-        self._writer = writer
-        self._decoder = FrameDecoder(config.max_frame, config.max_message)
-        self._pending: deque[bytes] = deque()
+        self.config = protocol.config
+        self._p = protocol
+        self._transport: asyncio.Transport = protocol.transport  # type: ignore[assignment]
         self._closed = False
         self._sent_since_beat = False
-        writer.transport.set_write_buffer_limits(high=config.write_high_water)
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._beat_task = asyncio.get_running_loop().create_task(self._beat())
 
     @property
     def closed(self) -> bool:
-        return self._closed or self._writer.is_closing()
+        return self._closed or self._transport.is_closing()
 
     def send_nowait(self, msg: Message) -> None:
-        """Queue a message without waiting; for small control messages only."""
+        """Queue a message without waiting; for bounded traffic only."""
         if self.closed:
             raise ConnectionLost(f"connection to {self.peer} is closed")
-        self._writer.writelines(frame_message(encode(msg), self.config.max_frame))
+        self._transport.writelines(frame_parts(encode_parts(msg), self.config.max_frame))  # type: ignore[arg-type]
         self._sent_since_beat = True
 
     async def send(self, msg: Message) -> None:
         self.send_nowait(msg)
-        if self._writer.transport.get_write_buffer_size() > self.config.write_high_water:
-            try:
-                await self._writer.drain()
-            except (ConnectionError, RuntimeError) as e:
-                self.abort()
-                raise ConnectionLost(f"connection to {self.peer} lost: {e}") from None
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below the high-water mark."""
+        try:
+            await self._p.drain()
+        except ConnectionLost as e:
+            self.abort()
+            raise ConnectionLost(f"connection to {self.peer} lost: {e}") from None
 
     async def recv(self) -> Message:
+        return (await self.recv_raw())[0]
+
+    async def recv_raw(self) -> tuple[Message, bytes | bytearray]:
+        """The next message and the encoded body it came from."""
         while True:
-            while not self._pending:
+            while not self._p.frames:
                 await self._fill()
-            body = self._pending.popleft()
+            body = self._p.take_frame()
             try:
                 msg = decode(body)
             except msgspec.DecodeError as e:
                 self.abort()
                 raise ProtocolError(f"malformed message from {self.peer}: {e}") from None
             if not isinstance(msg, Heartbeat):
-                return msg
+                return msg, body
 
     async def _fill(self) -> None:
-        if self._closed:
-            raise ConnectionLost(f"connection to {self.peer} is closed")
+        p = self._p
+        if p.error is not None:
+            self.abort()
+            if isinstance(p.error, ProtocolError):
+                raise ProtocolError(f"{self.peer}: {p.error}")
+            raise ConnectionLost(f"{self.peer}: {p.error}")
+        p.received_any = False
         try:
             async with asyncio.timeout(self.config.idle_timeout):
-                data = await self._reader.read(self.config.read_chunk)
+                while not p.received_any and p.error is None and not p.frames:
+                    await p.wait_data()
         except TimeoutError:
             self.abort()
             raise ConnectionLost(f"{self.peer} sent nothing for {self.config.idle_timeout:g}s") from None
-        except (ConnectionError, OSError) as e:
-            self.abort()
-            raise ConnectionLost(f"connection to {self.peer} lost: {e}") from None
-        if not data:
-            self.abort()
-            raise ConnectionLost(f"{self.peer} closed the connection")
-        try:
-            self._pending.extend(self._decoder.feed(data))
-        except ProtocolError as e:
-            self.abort()
-            raise ProtocolError(f"{self.peer}: {e}") from None
 
     async def _beat(self) -> None:
         while not self.closed:
@@ -105,14 +229,14 @@ class Connection:
             if self.closed:
                 return
             if not self._sent_since_beat:
-                self._writer.write(b"".join(frame_message(_HEARTBEAT)))
+                self._transport.write(_HEARTBEAT)
             self._sent_since_beat = False
 
     def abort(self) -> None:
         """Drop the connection now, discarding anything unsent."""
         self._closed = True
         self._beat_task.cancel()
-        self._writer.transport.abort()
+        self._transport.abort()
 
     async def close(self, timeout: float = 2.0) -> None:
         """Flush what was sent (bounded by ``timeout``), then close."""
@@ -122,11 +246,10 @@ class Connection:
         self._beat_task.cancel()
         try:
             async with asyncio.timeout(timeout):
-                await self._writer.drain()
-                self._writer.close()
-                await self._writer.wait_closed()
-        except (TimeoutError, ConnectionError, OSError, RuntimeError):
-            self._writer.transport.abort()
+                await self._p.drain()
+                self._transport.close()
+        except (TimeoutError, ConnectionLost):
+            self._transport.abort()
 
 
 async def connect(host: str, port: int, token: str, config: TransportConfig = TransportConfig()) -> Connection:
@@ -136,34 +259,36 @@ async def connect(host: str, port: int, token: str, config: TransportConfig = Tr
     ``config.handshake_timeout`` and AuthenticationError if the token is wrong.
     """
     where = f"{host}:{port}"
+    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(config.handshake_timeout):
-            reader, writer = await asyncio.open_connection(host, port, limit=config.read_chunk * 2)
+            _, protocol = await loop.create_connection(lambda: _Protocol(config), host, port)
     except (OSError, TimeoutError) as e:
         raise ClusterUnreachable(f"no burla head reachable at {where}: {e or 'timed out'}") from None
     try:
         async with asyncio.timeout(config.handshake_timeout):
-            challenge = await reader.readexactly(_auth.CHALLENGE_LEN)
+            challenge = await protocol.read_exactly(_auth.CHALLENGE_LEN)
             answer = _auth.answer_challenge(token, challenge)
             if answer is None:
                 raise ClusterUnreachable(f"{where} is not a burla server")
             nonce_c, response = answer
-            writer.write(response)
-            proof = await reader.readexactly(_auth.DIGEST)
+            protocol.transport.write(response)  # type: ignore[union-attr]
+            proof = await protocol.read_exactly(_auth.DIGEST)
             if not _auth.check_server_proof(token, _auth.nonce_of(challenge), nonce_c, proof):
                 raise AuthenticationError(f"{where} could not prove it knows the cluster token")
-    except asyncio.IncompleteReadError:
-        writer.transport.abort()
+    except ConnectionLost:
+        protocol.transport.abort()  # type: ignore[union-attr]
         raise AuthenticationError(
             f"the burla head at {where} rejected our token: check BURLA_TOKEN / burla.connect(token=...)"
         ) from None
-    except (OSError, TimeoutError) as e:
-        writer.transport.abort()
-        raise ClusterUnreachable(f"handshake with {where} failed: {e or 'timed out'}") from None
+    except TimeoutError:
+        protocol.transport.abort()  # type: ignore[union-attr]
+        raise ClusterUnreachable(f"handshake with {where} timed out") from None
     except BaseException:
-        writer.transport.abort()
+        protocol.transport.abort()  # type: ignore[union-attr]
         raise
-    return Connection(reader, writer, where, config)
+    protocol.end_handshake()
+    return Connection(protocol, where)
 
 
 Handler = Callable[[Connection], Awaitable[None]]
@@ -177,44 +302,51 @@ async def serve(host: str | None, port: int | None, token: str, handler: Handler
     any of its bytes are decoded.  ``handler`` errors are logged and close
     that one connection; the server keeps serving the others.
     """
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
 
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await authenticate_and_handle(reader, writer)
-        except asyncio.CancelledError:
-            # The loop is shutting down.  This is the top of a task that
-            # asyncio.streams owns, and its done-callback calls
-            # task.exception(), which on Python 3.11 reports a cancelled
-            # task as an "unhandled exception": end normally instead.
-            writer.transport.abort()
-
-    async def authenticate_and_handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = "%s:%s" % writer.get_extra_info("peername")[:2]
-        try:
-            async with asyncio.timeout(config.handshake_timeout):
-                nonce_s, challenge = _auth.new_challenge()
-                writer.write(challenge)
-                response = await reader.readexactly(_auth.RESPONSE_LEN)
-                proof = _auth.check_response(token, nonce_s, response)
-                if proof is None:
-                    log.warning("closing %s: failed authentication", peer)
-                    writer.transport.abort()
-                    return
-                writer.write(proof)
-        except (asyncio.IncompleteReadError, TimeoutError, OSError) as e:
-            log.info("closing %s: handshake incomplete (%s)", peer, type(e).__name__)
-            writer.transport.abort()
-            return
-        conn = Connection(reader, writer, peer, config)
-        try:
-            await handler(conn)
-        except (ConnectionLost, ProtocolError) as e:
-            log.info("closing %s: %s", peer, e)
-        except Exception:
-            log.exception("closing %s: handler failed", peer)
-        finally:
-            conn.abort()
+    def factory() -> _Protocol:
+        protocol = _Protocol(config)
+        task = loop.create_task(_authenticate_and_handle(protocol, token, handler, config))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return protocol
 
     if sock is not None:
-        return await asyncio.start_server(on_connect, sock=sock, limit=config.read_chunk * 2)
-    return await asyncio.start_server(on_connect, host, port, limit=config.read_chunk * 2)
+        return await loop.create_server(factory, sock=sock)
+    return await loop.create_server(factory, host, port)
+
+
+async def _authenticate_and_handle(protocol: _Protocol, token: str, handler: Handler, config: TransportConfig) -> None:
+    await protocol._connected
+    transport = protocol.transport
+    assert transport is not None
+    peername = transport.get_extra_info("peername")
+    peer = "%s:%s" % peername[:2] if peername else "?"
+    try:
+        async with asyncio.timeout(config.handshake_timeout):
+            nonce_s, challenge = _auth.new_challenge()
+            transport.write(challenge)
+            response = await protocol.read_exactly(_auth.RESPONSE_LEN)
+            proof = _auth.check_response(token, nonce_s, response)
+            if proof is None:
+                log.warning("closing %s: failed authentication", peer)
+                transport.abort()
+                return
+            transport.write(proof)
+    except (ConnectionLost, TimeoutError) as e:
+        log.info("closing %s: handshake incomplete (%s)", peer, type(e).__name__)
+        transport.abort()
+        return
+    protocol.end_handshake()
+    conn = Connection(protocol, peer)
+    try:
+        await handler(conn)
+    except (ConnectionLost, ProtocolError) as e:
+        log.info("closing %s: %s", peer, e)
+    except asyncio.CancelledError:
+        pass  # server shutting down; this task is ours and ends here
+    except Exception:
+        log.exception("closing %s: handler failed", peer)
+    finally:
+        conn.abort()

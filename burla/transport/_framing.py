@@ -36,26 +36,72 @@ def frame_message(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[bytes
     return chunks
 
 
-class FrameDecoder:
-    """Accumulates received bytes and returns complete message bodies."""
+def frame_parts(parts: list[bytes | bytearray | memoryview], max_frame: int = DEFAULT_MAX_FRAME) -> list[bytes | bytearray | memoryview]:
+    """Like frame_message for a body given as consecutive parts (not joined
+    unless the message needs several frames)."""
+    total = sum(len(p) for p in parts)
+    if total <= max_frame:
+        return [_HEADER.pack(total), *parts]
+    return frame_message(b"".join(parts), max_frame)
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, max_message: int = DEFAULT_MAX_MESSAGE):
+
+class FrameDecoder:
+    """Accumulates received bytes and returns complete message bodies.
+
+    Two ways in: ``feed(data)`` for bytes read elsewhere, or the zero-copy
+    pair ``get_buffer()`` / ``buffer_updated(n)`` for a socket that reads
+    straight into our memory (asyncio's BufferedProtocol, ``recv_into``).
+    A frame larger than ``direct_threshold`` is received directly into a
+    buffer of its exact size, so a big payload is copied once by the kernel
+    and never again here.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, max_message: int = DEFAULT_MAX_MESSAGE,
+                 scratch_size: int = 256 * 1024, direct_threshold: int = 64 * 1024):
         self.max_frame = max_frame
         self.max_message = max_message
+        self.direct_threshold = direct_threshold
+        self._scratch = bytearray(scratch_size)
         self._buf = bytearray()
         self._pos = 0
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray] = []
         self._parts_len = 0
+        self._body: bytearray | None = None  # a large frame being received in place
+        self._body_filled = 0
+        self._body_more = False
 
-    def feed(self, data: bytes) -> list[bytes]:
+    # --- zero-copy interface ---------------------------------------------------
+
+    def get_buffer(self) -> memoryview:
+        if self._body is not None:
+            return memoryview(self._body)[self._body_filled :]
+        return memoryview(self._scratch)
+
+    def buffer_updated(self, n: int) -> list[bytes | bytearray]:
+        if self._body is not None:
+            self._body_filled += n
+            return self._finish_body() if self._body_filled == len(self._body) else []
+        return self.feed(memoryview(self._scratch)[:n])
+
+    # --- plain interface -----------------------------------------------------------
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes | bytearray]:
         """Add received bytes; return the messages they complete (maybe none).
 
         Raises ProtocolError on an oversized frame or message; the decoder is
         unusable afterwards (the stream position is lost: close the connection).
         """
+        out: list[bytes | bytearray] = []
+        if self._body is not None:
+            take = min(len(data), len(self._body) - self._body_filled)
+            self._body[self._body_filled : self._body_filled + take] = data[:take]
+            self._body_filled += take
+            data = data[take:]
+            if self._body_filled < len(self._body):
+                return out
+            out += self._finish_body()
         buf = self._buf
         buf += data
-        out: list[bytes] = []
         while len(buf) - self._pos >= 4:
             (header,) = _HEADER.unpack_from(buf, self._pos)
             length = header & _LEN_MASK
@@ -63,24 +109,42 @@ class FrameDecoder:
                 raise ProtocolError(f"frame of {length} bytes exceeds the {self.max_frame}-byte limit")
             if self._parts_len + length > self.max_message:
                 raise ProtocolError(f"message exceeds the {self.max_message}-byte limit")
-            end = self._pos + 4 + length
+            body_start = self._pos + 4
+            end = body_start + length
             if len(buf) < end:
+                if length >= self.direct_threshold:  # receive the rest in place
+                    self._body = bytearray(length)
+                    have = len(buf) - body_start
+                    self._body[:have] = memoryview(buf)[body_start:]
+                    self._body_filled, self._body_more = have, bool(header & _MORE)
+                    self._pos = len(buf)
                 break
-            body = bytes(buf[self._pos + 4 : end])
+            body = bytes(memoryview(buf)[body_start:end])
             self._pos = end
-            if header & _MORE or self._parts:
-                self._parts.append(body)
-                self._parts_len += length
-                if header & _MORE:
-                    continue
-                body = b"".join(self._parts)
-                self._parts, self._parts_len = [], 0
-            out.append(body)
+            out += self._complete(body, bool(header & _MORE))
         if self._pos:
             del buf[: self._pos]
             self._pos = 0
         return out
 
+    def _finish_body(self) -> list[bytes | bytearray]:
+        body, more = self._body, self._body_more
+        self._body = None
+        assert body is not None
+        return self._complete(body, more)
+
+    def _complete(self, body: bytes | bytearray, more: bool) -> list[bytes | bytearray]:
+        if not (more or self._parts):
+            return [body]
+        self._parts.append(body)
+        self._parts_len += len(body)
+        if more:
+            return []
+        whole = b"".join(self._parts)
+        self._parts, self._parts_len = [], 0
+        return [whole]
+
     @property
     def buffered(self) -> int:
-        return len(self._buf) + self._parts_len
+        body = len(self._body) if self._body is not None else 0
+        return len(self._buf) + self._parts_len + body

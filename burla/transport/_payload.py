@@ -14,6 +14,8 @@ from typing import Any, Iterable
 
 import cloudpickle
 
+from .messages import payload_view
+
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
@@ -58,8 +60,9 @@ def pack(objects: Iterable[Any]) -> tuple[list[int], bytes]:
     return packer.take()
 
 
-def unpack(ends: list[int], payload: bytes) -> list[Any]:
-    view = memoryview(payload)
+def unpack(ends: list[int], payload: Any) -> list[Any]:
+    """Unpickle a batch; ``payload`` is bytes or a received view (msgspec.Raw)."""
+    view = payload_view(payload)
     out = []
     start = 0
     for end in ends:

@@ -140,8 +140,8 @@ class InputBatch(_Msg):
     job_id: str
     start: int
     ends: list[int]
-    payload: bytes
-    attempt: int = 0
+    attempt: int
+    payload: bytes  # last: see encode_parts
 
 
 class InputsDone(_Msg):
@@ -167,8 +167,8 @@ class ResultBatch(_Msg):
     job_id: str
     start: int
     ends: list[int]
-    payload: bytes
-    errors: list[ItemError] = []
+    errors: list[ItemError]
+    payload: bytes  # last: see encode_parts
 
 
 class ResultAck(_Msg):
@@ -224,6 +224,29 @@ class EndJob(_Msg):
     job_id: str
 
 
+class InputBatchView(_Msg, tag="InputBatch", dict=True):
+    """An InputBatch as every receiver sees it: ``payload`` stays an
+    undecoded view into the received frame (unpickled in place by the
+    worker), and ``raw`` is that frame, so a head or node forwards it with no
+    decoding, no encoding and no copy."""
+
+    job_id: str
+    start: int
+    ends: list[int]
+    attempt: int
+    payload: msgspec.Raw
+
+
+class ResultBatchView(_Msg, tag="ResultBatch", dict=True):
+    """A ResultBatch being forwarded (see InputBatchView)."""
+
+    job_id: str
+    start: int
+    ends: list[int]
+    errors: list[ItemError]
+    payload: msgspec.Raw
+
+
 Message = Union[
     ClientHello,
     NodeHello,
@@ -248,14 +271,71 @@ Message = Union[
     EndJob,
 ]
 
+DecodedMessage = Union[
+    tuple(InputBatchView if t is InputBatch else ResultBatchView if t is ResultBatch else t
+          for t in Message.__args__)  # type: ignore[attr-defined]
+]
+
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Message)
+_decoder = msgspec.msgpack.Decoder(DecodedMessage)
+_EMPTY_BIN = b"\xc4\x00"
 
 
-def encode(msg: Message) -> bytes:
-    return _encoder.encode(msg)
+def encode(msg: Message) -> bytes | bytearray:
+    """One message as one buffer (see encode_parts for the copy-free way)."""
+    parts = encode_parts(msg)
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # type: ignore[return-value]
 
 
-def decode(data: bytes | memoryview) -> Message:
-    """Decode one message; raises ``msgspec.DecodeError`` (incl. ValidationError)."""
-    return _decoder.decode(data)
+def encode_parts(msg: Message) -> list[bytes | bytearray | memoryview]:
+    """The encoding of ``msg`` as buffers to write one after the other.
+
+    A view that was received is its own frame (``raw``).  A batch built here
+    is encoded with an empty payload, whose two bytes (``bin8`` of length 0)
+    are then replaced by the payload's real ``bin`` header followed by the
+    payload object itself: its bytes are never copied in user space.
+    """
+    raw = getattr(msg, "raw", None)
+    if raw is not None:
+        return [raw]
+    if isinstance(msg, (InputBatch, ResultBatch)) and len(msg.payload) > 4096:
+        head = _encoder.encode(msgspec.structs.replace(msg, payload=b""))
+        assert head.endswith(_EMPTY_BIN)
+        return [head[:-2], _bin_header(len(msg.payload)), msg.payload]
+    return [_encoder.encode(msg)]
+
+
+def _bin_header(n: int) -> bytes:
+    if n < 256:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 65536:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+def decode(data: bytes | bytearray | memoryview) -> Message:
+    """Decode one message; raises ``msgspec.DecodeError`` (incl. ValidationError).
+
+    Batches come back as views (InputBatchView, ResultBatchView) that keep
+    ``data`` as ``raw``: re-sending one re-sends ``data`` unchanged.
+    """
+    msg = _decoder.decode(data)
+    if isinstance(msg, (InputBatchView, ResultBatchView)):
+        msg.raw = data
+    return msg
+
+
+def payload_view(payload: bytes | msgspec.Raw) -> memoryview:
+    """A batch payload as a zero-copy memoryview, decoded or still a view."""
+    if isinstance(payload, msgspec.Raw):
+        view = memoryview(payload)
+        marker = view[0]
+        skip = 2 if marker == 0xC4 else 3 if marker == 0xC5 else 5 if marker == 0xC6 else -1
+        if skip < 0:
+            raise msgspec.DecodeError("batch payload is not a MessagePack bin")
+        return view[skip:]
+    return memoryview(payload)
+
+
+def payload_bytes(payload: bytes | msgspec.Raw) -> bytes:
+    return payload if isinstance(payload, bytes) else bytes(payload_view(payload))

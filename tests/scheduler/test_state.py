@@ -18,7 +18,7 @@ def node(node_id, workers=2, cpus=2, ram=8 << 30):
 
 def batch(job_id, start, n):
     ends, payload = pack(range(start, start + n))
-    return InputBatch(job_id, start, ends, payload)
+    return InputBatch(job_id, start, ends, 0, payload)
 
 
 def to_node(cmds, node_id=None, kind=InputBatch):
@@ -30,7 +30,7 @@ def to_client(cmds, kind):
 
 
 def result_for(b):
-    return ResultBatch(b.job_id, b.start, b.ends, b.payload)
+    return ResultBatch(b.job_id, b.start, b.ends, [], b.payload)
 
 
 def test_job_runs_on_free_node_and_ends_when_all_results_delivered():

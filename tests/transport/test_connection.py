@@ -91,8 +91,8 @@ def test_malformed_frames_after_auth_close_only_that_connection(run, after_auth:
     async def main():
         server, port = await _echo_server()
         bad = await connect("127.0.0.1", port, TOKEN)
-        bad._writer.write(after_auth)
-        bad._writer.write_eof()
+        bad._transport.write(after_auth)
+        bad._transport.write_eof()
         with pytest.raises(ConnectionLost):
             await asyncio.wait_for(bad.recv(), 5)
         good = await connect("127.0.0.1", port, TOKEN)
@@ -153,7 +153,7 @@ def test_slow_reader_applies_backpressure(run) -> None:
         sender = asyncio.ensure_future(_send_many(conn, 2000))
         done, _ = await asyncio.wait([sender], timeout=1.0)
         assert not done, "send() never waited although the peer read nothing"
-        buffered = conn._writer.transport.get_write_buffer_size()
+        buffered = conn._transport.get_write_buffer_size()
         assert buffered < 2 * 1024 * 1024  # bounded by the high-water mark, not 2000 x 64 KiB
         release.set()
         await asyncio.wait_for(sender, 30)
