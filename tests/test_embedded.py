@@ -97,3 +97,53 @@ def test_embedded_cluster_dies_with_a_sigkilled_client(tmp_path):
     finally:
         p.kill()
         p.stdout.close()
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    import pty
+
+    code = "import burla\nburla.remote_parallel_map(abs, range(20))\nprint('DONE')\n"
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-c", code], env=dict(_env(tmp_path), COLUMNS="100"), stdout=slave,
+                         stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        p.wait(30)
+    finally:
+        p.kill()
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert p.returncode == 0, text
+    assert "abs" in text and "20/20" in text and "DONE" in text
+
+
+def test_head_and_node_commands_form_a_cluster(tmp_path):
+    import json
+
+    env = _env(tmp_path)
+    head = subprocess.Popen([sys.executable, "-m", "burla", "head", "--token", "tok"], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    node = None
+    try:
+        ready = json.loads(head.stdout.readline())
+        node = subprocess.Popen([sys.executable, "-m", "burla", "node", "--head", ready["head"], "--token", "tok",
+                                 "--workers", "1"], env=env)
+        code = "import burla\nprint(burla.remote_parallel_map(abs, [-1, -2], spinner=False))"
+        out = subprocess.run([sys.executable, "-c", code], env=dict(env, BURLA_HEAD=ready["head"], BURLA_TOKEN="tok"),
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == "[1, 2]", out.stderr
+    finally:
+        for p in (node, head):
+            if p is not None:
+                p.terminate()
+                p.wait(10)
+        head.stdout.close()

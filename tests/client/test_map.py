@@ -251,3 +251,22 @@ class _pickle_by_reference:
     def __exit__(self, *exc):
         self._pickling._is_local = self._old
         self._pickling._scanned_count = 0
+
+
+def test_error_in_users_generator_cancels_and_reraises(on_cluster):
+    def inputs():
+        yield from range(5)
+        raise RuntimeError("generator broke")
+
+    with pytest.raises(RuntimeError, match="generator broke"):
+        rpm(square, inputs(), spinner=False)
+
+
+def test_breaking_out_of_a_result_generator_cancels_the_job(on_cluster):
+    from ..conftest import http_get, wait_until
+
+    gen = rpm(square, range(100_000), generator=True, spinner=False)
+    assert next(gen) is not None
+    gen.close()
+    wait_until(lambda: all(n["job_id"] is None for n in http_get(on_cluster, "/v1/cluster")["nodes"]), 5,
+               "the node to be freed")
