@@ -81,7 +81,7 @@ class NodeDaemon:
         self.workers: dict[int, _Worker] = {}
         self.job: _Job | None = None
         self._head: Connection | None = None
-        self._worker_port = 0
+        self._worker_address = ""
         self._next_wid = 0
         self._stopping = False
         self._tmp = tempfile.TemporaryDirectory(prefix="burla-node-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
@@ -93,8 +93,13 @@ class NodeDaemon:
     async def run(self) -> None:
         """Serve until the head goes away (or ``stop``); workers die with us."""
         self._main_task = asyncio.current_task()
-        server = await serve("127.0.0.1", 0, self.token, self._on_worker, self.transport)
-        self._worker_port = server.sockets[0].getsockname()[1]
+        # Workers are local: a Unix socket skips the TCP stack on every byte
+        # of every payload (still authenticated like any other connection).
+        self._worker_address = os.path.join(self._tmp.name, "workers.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self._worker_address)
+        listener.listen(128)
+        server = await serve(None, None, self.token, self._on_worker, self.transport, sock=listener)
         try:
             for _ in range(self.n_workers):
                 await self._spawn()
@@ -141,7 +146,7 @@ class NodeDaemon:
         self.workers[wid] = w
         env = dict(os.environ, BURLA_TOKEN=self.token, PYTHONUNBUFFERED="1")
         w.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "burla.runtime._worker", "--node", f"127.0.0.1:{self._worker_port}",
+            sys.executable, "-m", "burla.runtime._worker", "--node", f"unix:{self._worker_address}",
             "--worker-id", str(wid), "--status-file", path, env=env, stdin=asyncio.subprocess.DEVNULL,
         )
         self._track(self._watch_process(w))

@@ -196,15 +196,14 @@ def _start_threads(conn: BlockingConnection, inbox: "queue.SimpleQueue[object]",
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="burla-worker")
-    p.add_argument("--node", required=True, help="HOST:PORT of the node daemon")
+    p.add_argument("--node", required=True, help="the node daemon's address: HOST:PORT or unix:PATH")
     p.add_argument("--worker-id", type=int, required=True)
     p.add_argument("--status-file", required=True)
     args = p.parse_args(argv)
-    host, port = args.node.rsplit(":", 1)
     token = os.environ.pop("BURLA_TOKEN", "")
     with open(args.status_file, "r+b") as f:
         status = mmap.mmap(f.fileno(), _STATUS.size)
-    conn = BlockingConnection.connect(host, int(port), token)
+    conn = BlockingConnection.connect(args.node, token)
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the client
     worker = Worker(conn, status)

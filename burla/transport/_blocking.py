@@ -26,27 +26,36 @@ class BlockingConnection:
         self._send_lock = threading.Lock()
 
     @classmethod
-    def connect(cls, host: str, port: int, token: str, config: TransportConfig = TransportConfig()) -> BlockingConnection:
-        sock = socket.create_connection((host, port), timeout=config.handshake_timeout)
+    def connect(cls, address: str, token: str, config: TransportConfig = TransportConfig()) -> BlockingConnection:
+        """``address`` is ``host:port`` or ``unix:/path/to/socket``."""
+        if address.startswith("unix:"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(config.handshake_timeout)
+            sock.connect(address[5:])
+        else:
+            host, _, port = address.rpartition(":")
+            sock = socket.create_connection((host, int(port)), timeout=config.handshake_timeout)
+        where = address
         try:
             challenge = _recv_exactly(sock, _auth.CHALLENGE_LEN)
             answer = _auth.answer_challenge(token, challenge)
             if answer is None:
-                raise ProtocolError(f"{host}:{port} is not a burla server")
+                raise ProtocolError(f"{where} is not a burla server")
             nonce_c, response = answer
             sock.sendall(response)
             proof = _recv_exactly(sock, _auth.DIGEST)
             if not _auth.check_server_proof(token, _auth.nonce_of(challenge), nonce_c, proof):
-                raise AuthenticationError(f"{host}:{port} could not prove it knows the cluster token")
+                raise AuthenticationError(f"{where} could not prove it knows the cluster token")
         except ConnectionLost:
             sock.close()
-            raise AuthenticationError(f"{host}:{port} rejected our token") from None
+            raise AuthenticationError(f"{where} rejected our token") from None
         except BaseException:
             sock.close()
             raise
         sock.settimeout(None)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(sock, f"{host}:{port}", config)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(sock, where, config)
 
     def send(self, msg: Message) -> None:
         """Send one message (thread-safe), gathering its parts with sendmsg."""

@@ -322,7 +322,7 @@ async def _authenticate_and_handle(protocol: _Protocol, token: str, handler: Han
     transport = protocol.transport
     assert transport is not None
     peername = transport.get_extra_info("peername")
-    peer = "%s:%s" % peername[:2] if peername else "?"
+    peer = "%s:%s" % peername[:2] if isinstance(peername, tuple) else f"unix:{transport.get_extra_info('sockname')}"
     try:
         async with asyncio.timeout(config.handshake_timeout):
             nonce_s, challenge = _auth.new_challenge()

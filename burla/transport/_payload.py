@@ -19,38 +19,88 @@ from .messages import payload_view
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
+# bytes objects at least this big are not copied into the batch: the batch
+# keeps a reference and the socket write gathers them (W3, issue #3).
+ZERO_COPY_BYTES = 64 * 1024
+
+
+class Segments:
+    """A payload made of several buffers, written one after the other."""
+
+    __slots__ = ("parts", "nbytes")
+
+    def __init__(self, parts: list[bytes], nbytes: int):
+        self.parts = parts
+        self.nbytes = nbytes
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _bytes_pickle_header(n: int) -> bytes:
+    # PROTO 5 + BINBYTES/BINBYTES8: exactly what pickle.loads reads back as bytes
+    if n < 2**32:
+        return b"\x80\x05B" + n.to_bytes(4, "little")
+    return b"\x80\x05\x8e" + n.to_bytes(8, "little")
+
+
 class Packer:
     """Pickles objects one by one into a growing batch."""
 
     def __init__(self) -> None:
+        self._segments: list[bytes] = []
+        self._base = 0
+        self._new_buffer()
+        self.ends: list[int] = []
+
+    def _new_buffer(self) -> None:
         self._buf = io.BytesIO()
         self._pickler = cloudpickle.Pickler(self._buf, protocol=PROTOCOL)
-        self.ends: list[int] = []
 
     @property
     def size(self) -> int:
-        return self.ends[-1] if self.ends else 0
+        return self._base + self._buf.tell()
 
     def add(self, obj: Any) -> int:
         """Pickle ``obj``; return its pickled size.  On failure the batch is unchanged."""
         start = self.size
-        try:
-            self._pickler.dump(obj)
-        except BaseException:
-            self._buf.seek(start)
-            self._buf.truncate()
-            self._pickler = cloudpickle.Pickler(self._buf, protocol=PROTOCOL)
-            raise
-        self._pickler.clear_memo()
-        self.ends.append(self._buf.tell())
+        if type(obj) is bytes and len(obj) >= ZERO_COPY_BYTES:
+            self._flush()
+            header = _bytes_pickle_header(len(obj))
+            self._segments += [header, obj, b"."]
+            self._base += len(header) + len(obj) + 1
+        else:
+            mark = self._buf.tell()
+            try:
+                self._pickler.dump(obj)
+            except BaseException:
+                self._buf.seek(mark)
+                self._buf.truncate()
+                self._pickler = cloudpickle.Pickler(self._buf, protocol=PROTOCOL)
+                raise
+            self._pickler.clear_memo()
+        self.ends.append(self.size)
         return self.ends[-1] - start
 
-    def take(self) -> tuple[list[int], bytes]:
-        ends, payload = self.ends, self._buf.getvalue()
-        self._buf = io.BytesIO()
-        self._pickler = cloudpickle.Pickler(self._buf, protocol=PROTOCOL)
-        self.ends = []
-        return ends, payload
+    def _flush(self) -> None:
+        if self._buf.tell():
+            data = self._buf.getvalue()
+            self._segments.append(data)
+            self._base += len(data)
+            self._new_buffer()
+
+    def take(self) -> tuple[list[int], bytes | Segments]:
+        self._flush()
+        ends, segments, nbytes = self.ends, self._segments, self._base
+        self._segments, self._base, self.ends = [], 0, []
+        if len(segments) == 1:
+            return ends, segments[0]
+        if not segments:
+            return ends, b""
+        return ends, Segments(segments, nbytes)
 
 
 def pack(objects: Iterable[Any]) -> tuple[list[int], bytes]:

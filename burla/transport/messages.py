@@ -141,7 +141,7 @@ class InputBatch(_Msg):
     start: int
     ends: list[int]
     attempt: int
-    payload: bytes  # last: see encode_parts
+    payload: bytes  # last: see encode_parts (may be a _payload.Segments when sent)
 
 
 class InputsDone(_Msg):
@@ -301,7 +301,11 @@ def encode_parts(msg: Message) -> list[bytes | bytearray | memoryview]:
     if isinstance(msg, (InputBatch, ResultBatch)) and len(msg.payload) > 4096:
         head = _encoder.encode(msgspec.structs.replace(msg, payload=b""))
         assert head.endswith(_EMPTY_BIN)
-        return [head[:-2], _bin_header(len(msg.payload)), msg.payload]
+        payload = msg.payload
+        parts = payload.parts if hasattr(payload, "parts") else [payload]  # _payload.Segments
+        return [head[:-2], _bin_header(len(payload)), *parts]
+    if isinstance(msg, (InputBatch, ResultBatch)) and hasattr(msg.payload, "parts"):
+        msg = msgspec.structs.replace(msg, payload=bytes(msg.payload))
     return [_encoder.encode(msg)]
 
 

@@ -104,13 +104,28 @@ def _listening_ports(pid: int) -> list[int]:
     return [c.laddr.port for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN]
 
 
+def _worker_socket(pid: int) -> str:
+    paths = {c.laddr for c in psutil.Process(pid).net_connections("unix") if str(c.laddr).endswith("workers.sock")}
+    assert len(paths) == 1, paths
+    return paths.pop()
+
+
+def _connect(address):
+    if isinstance(address, str):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        s.connect(address)
+        return s
+    return socket.create_connection(("127.0.0.1", address), timeout=5)
+
+
 def test_garbage_on_every_port_leaves_the_cluster_working(on_cluster):
     head, node = on_cluster.procs[0], on_cluster.procs[1]
-    ports = _listening_ports(head.pid) + _listening_ports(node.pid)
-    assert len(ports) == 3  # head TCP, head HTTP, node's worker port
-    for port in ports:
+    ports = _listening_ports(head.pid)
+    assert len(ports) == 2  # head TCP, head HTTP
+    for address in ports + [_worker_socket(node.pid)]:  # + the node's socket for its workers
         for garbage in (os.urandom(4096), b"\xff\xff\xff\xff" + b"x" * 100, b"BURLA\x01" + b"\x00" * 64):
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            with _connect(address) as s:
                 s.sendall(garbage)
                 s.settimeout(10)
                 try:

@@ -1,0 +1,1 @@
+"""Throughput harness: burla against the tools its users would otherwise pick."""

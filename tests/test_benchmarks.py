@@ -1,0 +1,28 @@
+"""Smoke test of the benchmark harness (no timing assertions: see benchmarks/README.md)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+
+def test_quick_run_measures_burla_and_multiprocessing_and_plots(tmp_path):
+    out = tmp_path / "results.json"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--quick", "--engines", "burla,mp_pool",
+                          "--workloads", "W1,W2,W3,W4,W5,M1,S1", "--out", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(out.read_text())
+    for engine in ("burla", "mp_pool"):
+        for w in ("W1", "W2", "W3", "W4", "W5", "M1"):
+            assert report["results"][engine][w]["value"] > 0, (engine, w, report["results"][engine][w])
+    assert report["results"]["burla"]["S1"]["W1"]["value"] > 0
+    assert {t["workload"] for t in report["targets"]} == {"W1", "W2", "W3", "W4", "W5", "M1"}
+    assert "| burla |" in run.stdout
+    plot = subprocess.run([sys.executable, "-m", "benchmarks", "plot", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, plot.stderr
+    assert (tmp_path / "W1.png").stat().st_size > 1000
