@@ -57,7 +57,7 @@ class FrameDecoder:
     """
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, max_message: int = DEFAULT_MAX_MESSAGE,
-                 scratch_size: int = 256 * 1024, direct_threshold: int = 64 * 1024):
+                 scratch_size: int = 128 * 1024, direct_threshold: int = 64 * 1024):
         self.max_frame = max_frame
         self.max_message = max_message
         self.direct_threshold = direct_threshold
