@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--token", help="cluster token (default: $BURLA_TOKEN)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU)")
     p.add_argument("--node-id", default=None)
+    p.add_argument("--provider", default="local", help=argparse.SUPPRESS)
     p.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=main)
 
@@ -40,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, host: str, port: int, token: str) -> int:
-    node = NodeDaemon(host, port, token, args.workers, args.node_id)
+    node = NodeDaemon(host, port, token, args.workers, args.node_id, provider=args.provider)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stop)

@@ -51,6 +51,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     path = _config.save_cluster(record)
     print(f"cluster {spec.name!r} is up: head {record['head']}, API {record['http']}, {spec.nodes} node(s)")
+    print(f"dashboard: {record['http']}/  (log in with `burla dashboard`, which prints a link carrying the token)")
     print(f"recorded in {path}; remote_parallel_map now runs there. Stop it with: burla down {spec.name}")
     return 0
 

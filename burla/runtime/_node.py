@@ -29,13 +29,16 @@ from .._errors import ConnectionLost, ProtocolError
 from ..transport import Connection, TransportConfig, connect, serve
 from ..transport.messages import (
     AssignJob,
+    BatchAssigned,
     BatchLost,
     EndJob,
     InputBatchView,
     JobSetupFailed,
     LogBatch,
     NodeHello,
+    NodeStats,
     ReleaseJob,
+    RestartNode,
     ResultBatchView,
     StartJob,
     Welcome,
@@ -69,7 +72,7 @@ class _Job:
 
 class NodeDaemon:
     def __init__(self, head_host: str, head_port: int, token: str, n_workers: int | None = None,
-                 node_id: str | None = None, transport: TransportConfig = TransportConfig()):
+                 node_id: str | None = None, transport: TransportConfig = TransportConfig(), provider: str = "local"):
         import psutil
 
         self.head_host, self.head_port, self.token = head_host, head_port, token
@@ -78,6 +81,7 @@ class NodeDaemon:
         self.n_workers = n_workers or self.cpus
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.transport = transport
+        self.provider = provider
         self.workers: dict[int, _Worker] = {}
         self.job: _Job | None = None
         self._head: Connection | None = None
@@ -104,11 +108,13 @@ class NodeDaemon:
             for _ in range(self.n_workers):
                 await self._spawn()
             self._head = await connect(self.head_host, self.head_port, self.token, self.transport)
-            self._head.send_nowait(NodeHello(self.node_id, socket.gethostname(), self.cpus, self.ram, self.n_workers))
+            self._head.send_nowait(NodeHello(self.node_id, socket.gethostname(), self.cpus, self.ram, self.n_workers,
+                                             provider=self.provider))
             welcome = await self._head.recv()
             if not isinstance(welcome, Welcome):
                 raise ProtocolError(f"head answered {type(welcome).__name__} to NodeHello")
             log.info("node %s registered with cluster %r", self.node_id, welcome.cluster)
+            self._track(self._report_stats())
             await self._serve_head(self._head)
         except ConnectionLost as e:
             log.warning("node %s: head connection lost: %s", self.node_id, e)
@@ -230,6 +236,7 @@ class NodeDaemon:
         w = min(mine, key=lambda x: len(x.outstanding))
         w.outstanding.append(batch)
         w.conn.send_nowait(batch)  # type: ignore[union-attr]
+        self._to_head(BatchAssigned(batch.job_id, batch.start, w.wid))
 
     # --- head -----------------------------------------------------------------------
 
@@ -253,6 +260,12 @@ class NodeDaemon:
                 case ReleaseJob(job_id=job_id):
                     if self.job and self.job.assign.job_id == job_id:
                         self._release()
+                case RestartNode():
+                    self._release()
+                    for w in list(self.workers.values()):
+                        w.kill_reason = "node restarted"
+                        if w.proc and w.proc.returncode is None:
+                            w.proc.kill()
                 case other:
                     raise ProtocolError(f"head sent {type(other).__name__}")
 
@@ -273,6 +286,16 @@ class NodeDaemon:
                     w.proc.kill()
             elif w.conn is not None and not w.conn.closed:
                 w.conn.send_nowait(EndJob(job_id))
+
+    async def _report_stats(self) -> None:
+        """CPU/RAM of this machine for the dashboard, once a second."""
+        import psutil
+
+        psutil.cpu_percent()
+        while True:
+            await asyncio.sleep(1.0)
+            vm = psutil.virtual_memory()
+            self._to_head(NodeStats(psutil.cpu_percent(), vm.total - vm.available, vm.total))
 
     async def _watch_memory(self, job_id: str, limit: int) -> None:
         """Enforce func_ram: a worker whose RSS exceeds it is killed (its input

@@ -21,6 +21,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 import traceback
 from typing import Any, Callable
 
@@ -82,11 +83,13 @@ class Worker:
     def run(self, batch: InputBatchView) -> ResultBatch:
         results: list[Any] = []
         errors: list[ItemError] = []
+        durations: list[float] = []
         fn = self.function
         for i, args in enumerate(unpack(batch.ends, batch.payload)):
             index = batch.start + i
             _STATUS.pack_into(self.status, 0, index)
             self.capture.index = index
+            t0 = time.perf_counter()
             try:
                 if self.timeout:
                     signal.setitimer(signal.ITIMER_REAL, self.timeout)
@@ -101,6 +104,7 @@ class Worker:
             except BaseException as e:
                 errors.append(_item_error(index, e))
                 result = None
+            durations.append(time.perf_counter() - t0)
             results.append(result)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -111,7 +115,7 @@ class Worker:
         except Exception:
             ends, payload = self._pack_one_by_one(batch.start, results, errors)
         _STATUS.pack_into(self.status, 0, -1)
-        return ResultBatch(batch.job_id, batch.start, ends, errors, payload)
+        return ResultBatch(batch.job_id, batch.start, ends, errors, durations, payload)
 
     @staticmethod
     def _pack_one_by_one(start: int, results: list[Any], errors: list[ItemError]) -> tuple[list[int], bytes]:

@@ -19,20 +19,25 @@ from dataclasses import dataclass
 from .._errors import ConnectionLost, ProtocolError
 from ..transport import Connection, TransportConfig, serve
 from ..transport.messages import (
+    BatchAssigned,
     BatchLost,
     CancelJob,
     ClientHello,
     InputBatchView,
     InputsDone,
+    JobEnded,
     JobSetupFailed,
     LogBatch,
     NodeHello,
+    NodeStats,
     PROTOCOL_VERSION,
+    InputBatch,
     ResultAck,
     ResultBatchView,
     SubmitJob,
     Welcome,
 )
+from ._monitor import Monitor
 from ._state import Command, HeadConfig, HeadState, NodeState, ToClient, ToNode
 
 log = logging.getLogger("burla.head")
@@ -53,6 +58,8 @@ class Head:
         self.state = HeadState(config)
         self.transport = transport
         self.started_at = time.time()
+        self.monitor = Monitor()
+        self.node_info: dict[str, dict[str, object]] = {}  # address, provider, last_seen, stats
         self._clients: dict[str, Connection] = {}
         self._nodes: dict[str, Connection] = {}
         self._ids = itertools.count(1)
@@ -119,10 +126,14 @@ class Head:
             while True:
                 match await conn.recv():
                     case SubmitJob() as spec:
+                        if spec.job_id not in self.state.jobs:
+                            self.monitor.submitted(spec, conn.peer)
                         self._run(self.state.submit(client_id, spec, time.monotonic()))
                     case InputBatchView() as batch:
+                        self.monitor.received(batch.job_id, len(batch.ends))
                         self._run(self.state.input_batch(client_id, batch))
                     case InputsDone(job_id=job_id, total=total):
+                        self.monitor.inputs_done(job_id, total)
                         self._run(self.state.inputs_done(client_id, job_id, total))
                     case ResultAck(job_id=job_id, batches=n):
                         self._run(self.state.result_ack(client_id, job_id, n))
@@ -142,19 +153,31 @@ class Head:
             self._nodes.pop(node_id).abort()
             self._run(self.state.node_left(node_id))
         self._nodes[node_id] = conn
+        info: dict[str, object] = {"address": conn.peer, "provider": hello.provider, "last_seen": time.time(),
+                                   "joined_at": time.time(), "stats": None}
+        self.node_info[node_id] = info
         conn.send_nowait(Welcome(self.name))
         log.info("node %s joined from %s (%d CPUs, %d workers)", node_id, conn.peer, hello.cpus, hello.n_workers)
         self._run(self.state.node_joined(NodeState(node_id, hello.host, hello.cpus, hello.ram_bytes, hello.n_workers)))
         try:
             while True:
-                match await conn.recv():
+                msg = await conn.recv()
+                info["last_seen"] = time.time()
+                match msg:
                     case ResultBatchView() as rb:
                         self._run(self.state.result(node_id, rb))
                     case LogBatch() as logs:
                         job = self.state.jobs.get(logs.job_id)
                         if job is not None:
+                            self.monitor.logs(logs)
                             self._send_client(job.client_id, logs)
+                    case BatchAssigned(job_id=job_id, start=start, worker_id=worker):
+                        self.monitor.assigned(job_id, start, worker)
+                    case NodeStats() as stats:
+                        info["stats"] = stats
                     case BatchLost(job_id=job_id, start=start, crashed_index=crashed, reason=reason):
+                        if (job_id, start) in self.state.nodes[node_id].inflight:
+                            self.monitor.lost(job_id, start, crashed)
                         self._run(self.state.batch_lost(node_id, job_id, start, crashed, reason))
                     case JobSetupFailed(job_id=job_id, message=message):
                         self._run(self.state.job_setup_failed(job_id, message))
@@ -166,15 +189,39 @@ class Head:
         finally:
             if self._nodes.get(node_id) is conn:
                 del self._nodes[node_id]
+                self.node_info.pop(node_id, None)
+                self.monitor.node_lost(node_id)
                 self._run(self.state.node_left(node_id))
+
+    # --- actions from the API ---------------------------------------------------
+
+    def cancel_job(self, job_id: str, reason: str) -> bool:
+        if job_id not in self.state.jobs:
+            return False
+        self._run(self.state.cancel(job_id, reason))
+        return True
+
+    def restart_node(self, node_id: str) -> bool:
+        if node_id not in self.state.nodes:
+            return False
+        self.monitor.node_lost(node_id)
+        self._run(self.state.restart_node(node_id))
+        return True
 
     # --- commands ---------------------------------------------------------------
 
     def _run(self, cmds: list[Command]) -> None:
         for cmd in cmds:
+            msg = cmd.msg
             if isinstance(cmd, ToClient):
-                self._send_client(cmd.client_id, cmd.msg)
+                if isinstance(msg, ResultBatchView):
+                    self.monitor.result(msg.job_id, msg.start, len(msg.ends), msg.errors, msg.durations)
+                elif isinstance(msg, JobEnded):
+                    self.monitor.ended(msg.job_id, msg.status, msg.error)
+                self._send_client(cmd.client_id, msg)
             else:
+                if isinstance(msg, InputBatchView | InputBatch):
+                    self.monitor.dispatched(msg.job_id, cmd.node_id, msg.start, len(msg.ends))
                 self._send_node(cmd)
 
     def _send_client(self, client_id: str, msg: object) -> None:

@@ -1,13 +1,22 @@
-"""The head's JSON API (aiohttp), served inside the head's own event loop.
+"""The head's HTTP side (aiohttp): JSON API, live events and the dashboard.
 
-Every route requires the cluster token: ``Authorization: Bearer <token>``.
+Every route but the login page and static files requires the cluster token,
+either as ``Authorization: Bearer <token>`` or as the session cookie set by
+the login form (HttpOnly, SameSite=Strict; its value is derived from the
+token, never the token itself).  State-changing requests authenticated by
+cookie must also carry the ``X-CSRF-Token`` header from ``GET /v1/session``.
+Unauthenticated requests get 401 and no data.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
+import json
 import socket
 import time
+from importlib import resources
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
@@ -16,56 +25,192 @@ if TYPE_CHECKING:
     from ._head import Head
 
 HEAD_KEY: web.AppKey["Head"] = web.AppKey("head")
+COOKIE = "burla_session"
+PUBLIC = ("/login", "/static/")
+_STATIC = resources.files("burla.scheduler") / "static"
+
+
+def _derive(token: str, purpose: str) -> str:
+    return hmac.new(token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+
+
+def _equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
 
 
 @web.middleware
-async def _require_token(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    head = request.app[HEAD_KEY]
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), head.token.encode()):
-        return web.json_response({"error": "missing or wrong token: send 'Authorization: Bearer <cluster token>'"}, status=401)
-    return await handler(request)
+async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    if request.path.startswith(PUBLIC):
+        return await handler(request)
+    token = request.app[HEAD_KEY].token
+    bearer = request.headers.get("Authorization", "")
+    if bearer.startswith("Bearer ") and _equal(bearer[7:].strip(), token):
+        return await handler(request)
+    if _equal(request.cookies.get(COOKIE, ""), _derive(token, "session")):
+        if request.method not in ("GET", "HEAD") and not _equal(request.headers.get("X-CSRF-Token", ""), _derive(token, "csrf")):
+            return web.json_response({"error": "missing or wrong X-CSRF-Token header"}, status=403)
+        return await handler(request)
+    if request.path.startswith("/v1/"):
+        return web.json_response({"error": "missing or wrong token: send 'Authorization: Bearer <cluster token>'"},
+                                 status=401)
+    return _login_page(status=401)
+
+
+def _login_page(status: int = 200, message: str = "") -> web.Response:
+    html = (_STATIC / "login.html").read_text().replace("{{message}}", message)
+    return web.Response(text=html, content_type="text/html", status=status)
+
+
+# --- pages -------------------------------------------------------------------------------
+
+
+async def _index(request: web.Request) -> web.Response:
+    return web.Response(text=(_STATIC / "index.html").read_text(), content_type="text/html")
+
+
+async def _login_form(request: web.Request) -> web.Response:
+    return _login_page()
+
+
+async def _login(request: web.Request) -> web.Response:
+    token = request.app[HEAD_KEY].token
+    form = await request.post()
+    if not _equal(str(form.get("token", "")), token):
+        return _login_page(status=401, message="That is not this cluster's token.")
+    resp = web.HTTPSeeOther("/")
+    resp.set_cookie(COOKIE, _derive(token, "session"), httponly=True, samesite="Strict", path="/")
+    raise resp
+
+
+async def _logout(request: web.Request) -> web.Response:
+    resp = web.HTTPSeeOther("/login")
+    resp.del_cookie(COOKIE, path="/")
+    raise resp
+
+
+async def _static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in ("app.js", "style.css"):
+        raise web.HTTPNotFound()
+    kind = "application/javascript" if name.endswith(".js") else "text/css"
+    return web.Response(text=(_STATIC / name).read_text(), content_type=kind)
+
+
+# --- JSON API ------------------------------------------------------------------------------
 
 
 def cluster_summary(head: "Head") -> dict[str, Any]:
     state = head.state
+    nodes = []
+    now = time.time()
+    for n in state.nodes.values():
+        info = head.node_info.get(n.node_id, {})
+        stats = info.get("stats")
+        nodes.append({
+            "node_id": n.node_id, "host": n.host, "provider": info.get("provider", "local"),
+            "address": info.get("address"), "state": "busy" if n.job_id else "idle", "cpus": n.cpus,
+            "ram_bytes": n.ram_bytes, "workers": n.n_workers, "job_id": n.job_id,
+            "last_heartbeat_s": round(now - info["last_seen"], 2) if "last_seen" in info else None,  # type: ignore[operator]
+            "cpu_percent": stats.cpu_percent if stats else None,  # type: ignore[attr-defined]
+            "ram_used": stats.ram_used if stats else None,  # type: ignore[attr-defined]
+        })
     return {
-        "name": head.name,
-        "uptime_s": round(time.time() - head.started_at, 1),
-        "nodes": [
-            {"node_id": n.node_id, "host": n.host, "cpus": n.cpus, "ram_bytes": n.ram_bytes,
-             "workers": n.n_workers, "job_id": n.job_id}
-            for n in state.nodes.values()
-        ],
+        "name": head.name, "status": "up", "uptime_s": round(now - head.started_at, 1), "nodes": nodes,
         "workers": sum(n.n_workers for n in state.nodes.values()),
-        "jobs_running": len(state.jobs),
+        "cpus": sum(n.cpus for n in state.nodes.values()), "jobs_running": len(state.jobs),
     }
 
 
 def jobs_summary(head: "Head") -> list[dict[str, Any]]:
-    running = [
-        {"job_id": j.job_id, "function": j.spec.function_name, "status": "running", "workers": j.workers,
-         "inputs_received": j.received, "results_delivered": j.delivered, "total": j.total}
-        for j in head.state.jobs.values()
-    ]
-    done = [{"job_id": job_id, "status": status} for job_id, status in reversed(head.state.finished)]
-    return running + done
+    return [head.monitor.summary(j) for j in reversed(head.monitor.jobs.values())]
 
 
-async def _cluster(request: web.Request) -> web.Response:
+def _job(request: web.Request):  # type: ignore[no-untyped-def]
+    job = request.app[HEAD_KEY].monitor.jobs.get(request.match_info["job_id"])
+    if job is None:
+        raise web.HTTPNotFound(text=json.dumps({"error": "no such job"}), content_type="application/json")
+    return job
+
+
+def _int(request: web.Request, key: str, default: int, hi: int) -> int:
+    try:
+        return max(0, min(int(request.query.get(key, default)), hi))
+    except ValueError:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"{key} must be an integer"}),
+                                 content_type="application/json") from None
+
+
+async def _get_session(request: web.Request) -> web.Response:
+    return web.json_response({"csrf": _derive(request.app[HEAD_KEY].token, "csrf")})
+
+
+async def _get_cluster(request: web.Request) -> web.Response:
     return web.json_response(cluster_summary(request.app[HEAD_KEY]))
 
 
-async def _jobs(request: web.Request) -> web.Response:
+async def _get_jobs(request: web.Request) -> web.Response:
     return web.json_response({"jobs": jobs_summary(request.app[HEAD_KEY])})
 
 
+async def _get_job(request: web.Request) -> web.Response:
+    offset, limit = _int(request, "offset", 0, 10**12), _int(request, "limit", 500, 5000)
+    return web.json_response(request.app[HEAD_KEY].monitor.detail(_job(request), offset, limit))
+
+
+async def _get_input(request: web.Request) -> web.Response:
+    index = _int(request, "index", 0, 10**12) if "index" in request.query else int(request.match_info["index"])
+    return web.json_response(request.app[HEAD_KEY].monitor.input_logs(_job(request), index))
+
+
+async def _cancel(request: web.Request) -> web.Response:
+    job = _job(request)
+    if not request.app[HEAD_KEY].cancel_job(job.job_id, "canceled from the dashboard"):
+        return web.json_response({"error": f"job is {job.state}, not running"}, status=409)
+    return web.json_response({"canceled": job.job_id})
+
+
+async def _restart(request: web.Request) -> web.Response:
+    node_id = request.match_info["node_id"]
+    if not request.app[HEAD_KEY].restart_node(node_id):
+        return web.json_response({"error": "no such node"}, status=404)
+    return web.json_response({"restarted": node_id})
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: a snapshot every ``interval`` seconds."""
+    head = request.app[HEAD_KEY]
+    job_id = request.query.get("job")
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    while True:
+        snapshot: dict[str, Any] = {"cluster": cluster_summary(head), "jobs": jobs_summary(head)}
+        if job_id and (job := head.monitor.jobs.get(job_id)):
+            snapshot["job"] = head.monitor.detail(job, _int(request, "offset", 0, 10**12), 500)
+        try:
+            await resp.write(f"data: {json.dumps(snapshot)}\n\n".encode())
+        except (ConnectionError, RuntimeError):
+            return resp
+        await asyncio.sleep(0.5)
+
+
 async def start_http(head: "Head", sock: socket.socket) -> web.AppRunner:
-    app = web.Application(middlewares=[_require_token])
+    app = web.Application(middlewares=[_auth], client_max_size=64 * 1024)
     app[HEAD_KEY] = head
-    app.router.add_get("/v1/cluster", _cluster)
-    app.router.add_get("/v1/jobs", _jobs)
-    runner = web.AppRunner(app, access_log=None)
+    r = app.router
+    r.add_get("/", _index)
+    r.add_get("/login", _login_form)
+    r.add_post("/login", _login)
+    r.add_post("/logout", _logout)
+    r.add_get("/static/{name}", _static)
+    r.add_get("/v1/session", _get_session)
+    r.add_get("/v1/cluster", _get_cluster)
+    r.add_get("/v1/jobs", _get_jobs)
+    r.add_get("/v1/jobs/{job_id}", _get_job)
+    r.add_get("/v1/jobs/{job_id}/inputs/{index:\\d+}", _get_input)
+    r.add_post("/v1/jobs/{job_id}/cancel", _cancel)
+    r.add_post("/v1/nodes/{node_id}/restart", _restart)
+    r.add_get("/v1/events", _events)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     await web.SockSite(runner, sock).start()
     return runner

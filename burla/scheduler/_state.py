@@ -35,6 +35,7 @@ from ..transport.messages import (
     JobError,
     Message,
     ReleaseJob,
+    RestartNode,
     ResultBatch,
     SubmitJob,
     payload_bytes,
@@ -139,16 +140,31 @@ class HeadState:
 
     def node_left(self, node_id: str) -> list[Command]:
         node = self.nodes.pop(node_id, None)
-        if node is None or node.job_id is None:
+        if node is None:
             return []
-        job = self.jobs.get(node.job_id)
-        if job is None:
-            return []
-        job.nodes.pop(node_id, None)
-        for key in sorted(node.inflight, reverse=True):
-            _, batch = job.inflight.pop(key[1])
-            self.queue.push_front(job.job_id, batch)
+        self._take_back(node)
         return self._settle()
+
+    def restart_node(self, node_id: str) -> list[Command]:
+        """Replace a node's workers; work it held goes back to the queue."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return []
+        job_id = node.job_id
+        self._take_back(node)
+        cmds: list[Command] = [ToNode(node_id, ReleaseJob(job_id))] if job_id else []
+        return cmds + [ToNode(node_id, RestartNode())] + self._settle()
+
+    def _take_back(self, node: NodeState) -> None:
+        """Detach a node from its job, requeueing (uncharged) what it held."""
+        job = self.jobs.get(node.job_id) if node.job_id else None
+        if job is not None:
+            job.nodes.pop(node.node_id, None)
+            for key in sorted(node.inflight, reverse=True):
+                _, batch = job.inflight.pop(key[1])
+                self.queue.push_front(job.job_id, batch)
+        node.job_id, node.workers_for_job = None, 0
+        node.inflight.clear()
 
     def batch_lost(self, node_id: str, job_id: str, start: int, crashed_index: int, reason: str) -> list[Command]:
         """A worker died holding this batch; ``crashed_index`` is the input it
@@ -238,9 +254,10 @@ class HeadState:
         return self._end(job, "canceled", JobError("JobCanceled", reason))
 
     def client_left(self, client_id: str) -> list[Command]:
+        """Cancel the client's jobs (the JobEnded it is sent goes nowhere)."""
         cmds: list[Command] = []
         for job in [j for j in self.jobs.values() if j.client_id == client_id]:
-            cmds += self._end(job, "canceled", JobError("JobCanceled", "client disconnected"), notify=False)
+            cmds += self._end(job, "canceled", JobError("JobCanceled", "client disconnected"))
         return cmds
 
     def tick(self, now: float) -> list[Command]:
@@ -328,15 +345,14 @@ class HeadState:
         node.inflight.clear()
         return [ToNode(node_id, ReleaseJob(job.job_id))]
 
-    def _end(self, job: JobState, status: str, error: JobError | None, notify: bool = True) -> list[Command]:
+    def _end(self, job: JobState, status: str, error: JobError | None) -> list[Command]:
         cmds: list[Command] = []
         for node_id in list(job.nodes):
             cmds += self._release(job, node_id)
         del self.jobs[job.job_id]
         self.queue.delete(job.job_id)
         self.finished = (self.finished + [(job.job_id, status)])[-100:]
-        if notify:
-            cmds.append(ToClient(job.client_id, JobEnded(job.job_id, status, error)))
+        cmds.append(ToClient(job.client_id, JobEnded(job.job_id, status, error)))
         return cmds + self._settle()
 
     def _incompatible(self, spec: SubmitJob) -> str:

@@ -35,6 +35,9 @@ AssignJob             H→N        the node now serves this job
 StartJob              N→W        load the function of this job
 JobSetupFailed        W→N→H      the function could not be loaded
 BatchLost             N→H        a batch will not come back (worker died)
+BatchAssigned         N→H        which worker runs a batch (for the dashboard)
+NodeStats             N→H        CPU/RAM sample of the node, every second
+RestartNode           H→N        replace every worker process now
 ReleaseJob            H→N        the job is over on this node
 EndJob                N→W        forget the job, reset
 ====================  =========  ==========================================
@@ -67,6 +70,7 @@ class NodeHello(_Msg):
     ram_bytes: int
     n_workers: int
     version: int = PROTOCOL_VERSION
+    provider: str = "local"
 
 
 class WorkerHello(_Msg):
@@ -168,6 +172,7 @@ class ResultBatch(_Msg):
     start: int
     ends: list[int]
     errors: list[ItemError]
+    durations: list[float]  # seconds per input
     payload: bytes  # last: see encode_parts
 
 
@@ -216,6 +221,22 @@ class BatchLost(_Msg):
     reason: str
 
 
+class BatchAssigned(_Msg):
+    job_id: str
+    start: int
+    worker_id: int
+
+
+class NodeStats(_Msg):
+    cpu_percent: float
+    ram_used: int
+    ram_total: int
+
+
+class RestartNode(_Msg):
+    pass
+
+
 class ReleaseJob(_Msg):
     job_id: str
 
@@ -244,6 +265,7 @@ class ResultBatchView(_Msg, tag="ResultBatch", dict=True):
     start: int
     ends: list[int]
     errors: list[ItemError]
+    durations: list[float]
     payload: msgspec.Raw
 
 
@@ -267,6 +289,9 @@ Message = Union[
     StartJob,
     JobSetupFailed,
     BatchLost,
+    BatchAssigned,
+    NodeStats,
+    RestartNode,
     ReleaseJob,
     EndJob,
 ]

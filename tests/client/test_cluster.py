@@ -142,8 +142,8 @@ def test_client_that_stops_reading_stalls_its_job(on_cluster):
     next(gen)
 
     def delivered():
-        jobs = [j for j in http_get(on_cluster, "/v1/jobs")["jobs"] if j["status"] == "running"]
-        return jobs[0]["results_delivered"] if jobs else None
+        jobs = [j for j in http_get(on_cluster, "/v1/jobs")["jobs"] if j["state"] == "running"]
+        return jobs[0]["done"] if jobs else None
 
     samples = []
 

@@ -30,7 +30,7 @@ def to_client(cmds, kind):
 
 
 def result_for(b):
-    return ResultBatch(b.job_id, b.start, b.ends, [], b.payload)
+    return ResultBatch(b.job_id, b.start, b.ends, [], [0.0] * len(b.ends), b.payload)
 
 
 def test_job_runs_on_free_node_and_ends_when_all_results_delivered():
@@ -197,3 +197,17 @@ def test_idle_nodes_are_released_to_other_jobs_before_the_job_ends():
     assert idle.job_id is None  # released while "a" still runs elsewhere
     cmds = s.submit("c2", spec("b"), 0)
     assert to_node(cmds, idle.node_id, AssignJob)
+
+
+def test_restarting_a_busy_node_requeues_its_work():
+    from burla.transport.messages import RestartNode
+
+    s = HeadState()
+    s.node_joined(node("n1"))
+    s.submit("c", spec(), 0)
+    b = to_node(s.input_batch("c", batch("j", 0, 2)))[0]
+    cmds = s.restart_node("n1")
+    kinds = [type(c.msg) for c in cmds if isinstance(c, ToNode)]
+    assert kinds[:2] == [ReleaseJob, RestartNode]
+    # the same node is free again, so it is reassigned and gets the batch back
+    assert to_node(cmds, "n1", AssignJob) and to_node(cmds, "n1")[0].start == b.start

@@ -10,9 +10,10 @@ def test_every_message_roundtrips() -> None:
         m.SubmitJob("j", "f", b"fn", 1, 0, 0, 3, 0.0, True), m.JobAccepted("j", 2, 4),
         m.JobEnded("j", "failed", m.JobError("WorkerCrashed", "x", 3)), m.CancelJob("j", "r"),
         m.InputCredit("j", 4), m.InputBatch("j", 0, [1, 2], 0, b"ab"), m.InputsDone("j", 2),
-        m.ResultBatch("j", 0, [1], [m.ItemError(0, "E", "tb", b"")], b"a"), m.ResultAck("j", 1),
+        m.ResultBatch("j", 0, [1], [m.ItemError(0, "E", "tb", b"")], [0.1], b"a"), m.ResultAck("j", 1),
         m.LogBatch("j", [m.LogLine(0, 1, "hi")]), m.AssignJob("j", b"f", 2, 0.0, 0), m.StartJob("j", b"f", 0.0),
         m.JobSetupFailed("j", "x"), m.BatchLost("j", 0, -1, "r"), m.ReleaseJob("j"), m.EndJob("j"),
+        m.BatchAssigned("j", 0, 1), m.NodeStats(1.5, 10, 20), m.RestartNode(),
     ]
     assert {type(s) for s in samples} == set(m.Message.__args__)  # type: ignore[attr-defined]
     for msg in samples:
@@ -28,7 +29,7 @@ def test_every_message_roundtrips() -> None:
 @pytest.mark.parametrize("size", [0, 10, 5000, 70_000, 1 << 20])
 def test_batches_encode_in_parts_without_copying_the_payload(size):
     payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    msg = m.ResultBatch("j", 3, [size], [], payload)
+    msg = m.ResultBatch("j", 3, [size], [], [0.0], payload)
     parts = m.encode_parts(msg)
     if size > 4096:
         assert parts[-1] is payload

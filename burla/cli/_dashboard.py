@@ -1,0 +1,32 @@
+"""``burla dashboard``: print (and open, where a browser exists) the dashboard URL."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import urllib.parse
+
+from .. import _config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("dashboard", help="print the current cluster's dashboard link (and open it)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--no-open", action="store_true", help="only print the link")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    record = _config.load_cluster(args.name)
+    if record is None:
+        print("burla dashboard: no cluster is up (start one with `burla up`)", file=sys.stderr)
+        return 1
+    # The token rides in the fragment, which browsers never send to a server.
+    url = f"{record['http']}/login#token={urllib.parse.quote(record['token'])}"
+    print(url)
+    if not args.no_open and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"):
+        import webbrowser
+
+        webbrowser.open(url)
+    return 0
