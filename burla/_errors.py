@@ -5,9 +5,10 @@
     ├── SerializationError (TypeError)      function or input cannot be pickled
     ├── InputTooBig (ValueError)            one input exceeds the size limit
     ├── ClusterUnreachable (ConnectionError) no head answers at the address
+    │   └── ConnectionLost                  the head went away mid-job
     ├── AuthenticationError (PermissionError) the head refused our token
     ├── ProtocolError (ConnectionError)     a peer sent bytes that are not burla
-    ├── ConnectionLost (ConnectionError)    the head went away mid-job
+    ├── ProviderError                       Docker / a cloud API refused (message says the fix)
     ├── JobCanceled                         the job was canceled (Ctrl-C, cancel)
     └── JobFailed                           the cluster could not complete the job
         ├── WorkerCrashed                   an input killed its worker max_retries+1 times
@@ -53,7 +54,11 @@ class ProtocolError(BurlaError, ConnectionError):
     pass
 
 
-class ConnectionLost(BurlaError, ConnectionError):
+class ConnectionLost(ClusterUnreachable):
+    pass
+
+
+class ProviderError(BurlaError):
     pass
 
 

@@ -102,7 +102,7 @@ def test_exported_names():
 
     assert sorted(burla.__all__) == sorted([
         "AuthenticationError", "BurlaError", "CallTimeout", "ClusterUnreachable", "ConfigError", "ConnectionLost",
-        "FunctionLoadError", "InputTooBig", "JobCanceled", "JobFailed", "NoCompatibleNodes", "ProtocolError",
+        "FunctionLoadError", "InputTooBig", "JobCanceled", "JobFailed", "NoCompatibleNodes", "ProtocolError", "ProviderError",
         "RemoteError", "SerializationError", "WorkerCrashed", "__version__", "connect", "remote_parallel_map",
         "shutdown",
     ])

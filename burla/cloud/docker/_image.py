@@ -1,0 +1,178 @@
+"""``burla image build``: the node/worker image, built with no registry.
+
+1. The base image (default ``python:3.11-slim``) is used if present, pulled
+   if a registry answers; otherwise a local Debian base is made with
+   mmdebstrap from the mirror in this machine's apt sources and imported.
+2. burla's dependencies are turned into wheels on the host (cached per
+   Python version and requirement set); burla itself into a fresh wheel.
+3. ``docker build`` with ``--no-index`` inside.  Dependencies and burla are
+   separate layers, so a rebuild after a code change takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from ..._errors import ProviderError
+from ..._version import __version__
+from ._client import client, translated
+
+DEFAULT_BASE = "python:3.11-slim"
+LOCAL_BASE = "burla-base:bookworm"
+IMAGE = f"burla:{__version__}"
+_HERE = Path(__file__).parent
+
+
+def build_image(base: str | None = None, tag: str = IMAGE, log: Callable[[str], None] = print) -> str:
+    """Build the image; returns its tag.  Raises ProviderError with the fix."""
+    c = client()
+    base_image = _resolve_base(c, base, log)
+    py = _python_version(c, base_image)
+    with tempfile.TemporaryDirectory(prefix="burla-image-") as ctx:
+        shutil.copy(_HERE / "Dockerfile", ctx)
+        _copy_wheels(_dependency_wheels(py, log), Path(ctx) / "deps")
+        _build_burla_wheel(Path(ctx) / "burla")
+        log(f"building {tag} on {base_image} (Python {py})")
+        with translated("docker build"):
+            image, _ = c.images.build(path=ctx, tag=tag, buildargs={"BASE_IMAGE": base_image}, rm=True, forcerm=True)
+    if tag == IMAGE:
+        image.tag("burla", "latest")
+    return tag
+
+
+def image_present(c: Any, name: str) -> bool:
+    import docker.errors
+
+    try:
+        c.images.get(name)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def _resolve_base(c: Any, base: str | None, log: Callable[[str], None]) -> str:
+    import docker.errors
+
+    wanted = base or DEFAULT_BASE
+    if image_present(c, wanted):
+        return wanted
+    try:
+        c.images.pull(wanted)
+        return wanted
+    except docker.errors.APIError as e:
+        if base is not None:
+            raise ProviderError(
+                f"base image {base!r} is not present and cannot be pulled ({str(e.explanation)[:120]}): "
+                f"`docker load` it first, or leave out --base to build on a local Debian base"
+            ) from None
+    if not image_present(c, LOCAL_BASE):
+        log(f"{wanted} cannot be pulled here: building a local Debian base {LOCAL_BASE} with mmdebstrap")
+        _build_local_base(c)
+    return LOCAL_BASE
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt already uses (never hard-coded)."""
+    sources = [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*"))
+    for path in sources:
+        if not path.is_file() or path.suffix not in ("", ".list", ".sources"):
+            continue
+        text = path.read_text(errors="replace")
+        if path.suffix == ".sources":
+            for stanza in text.split("\n\n"):
+                uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+                suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+                if uris and suites and "security" not in suites.group(1).split()[0]:
+                    return uris.group(1)
+        else:
+            for line in text.splitlines():
+                m = re.match(r"\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", line)
+                if m and "security" not in m.group(2) and "debian" in m.group(1):
+                    return m.group(1)
+    raise ProviderError("no Debian mirror in /etc/apt/sources.list*: cannot build a local base image; "
+                        "pass --base with an image you have (`docker images`)")
+
+
+def _build_local_base(c: Any) -> None:
+    tool = shutil.which("mmdebstrap")
+    if tool is None:
+        raise ProviderError("building a local Debian base needs mmdebstrap: apt-get install mmdebstrap "
+                            "(or pass --base with an image you already have)")
+    cmd = [tool, "--variant=minbase", "--include=python3,python3-venv,ca-certificates", "--format=tar",
+           "bookworm", "-", debian_mirror()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        repo, tag = LOCAL_BASE.split(":")
+        with translated("docker import"):
+            c.api.import_image_from_stream(proc.stdout, repository=repo, tag=tag, changes=['CMD ["python3"]'])
+    finally:
+        _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise ProviderError(f"mmdebstrap failed (exit {proc.returncode}): {err.decode(errors='replace')[-500:]}")
+
+
+def _python_version(c: Any, image: str) -> str:
+    with translated(f"checking Python in {image}"):
+        out = c.containers.run(image, ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               entrypoint="python3", remove=True)
+    version = out.decode().strip()
+    if tuple(int(x) for x in version.split(".")) < (3, 10):
+        raise ProviderError(f"{image} has Python {version}; burla needs Python >= 3.10")
+    return version
+
+
+def _requirements() -> list[str]:
+    reqs = [r for r in importlib.metadata.requires("burla") or [] if "extra ==" not in r]
+    return sorted({*(r.split(";")[0].strip() for r in reqs), "docker>=6"})
+
+
+def _dependency_wheels(py: str, log: Callable[[str], None]) -> Path:
+    reqs = _requirements()
+    key = hashlib.sha256(("\n".join(reqs) + py).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "burla" / "wheels" / f"py{py}-{key}"
+    if (cache / "complete").exists():
+        return cache
+    log(f"collecting wheels for Python {py} in {cache}")
+    cache.mkdir(parents=True, exist_ok=True)
+    if py == "%d.%d" % sys.version_info[:2]:
+        cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(cache), *reqs]
+    else:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", py,
+               "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+               "--platform", "manylinux2014_x86_64", "--dest", str(cache), *reqs]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ProviderError(f"could not collect wheels for Python {py}: {result.stderr.strip()[-500:]}")
+    (cache / "complete").write_text("\n".join(reqs))
+    return cache
+
+
+def _copy_wheels(src: Path, dest: Path) -> None:
+    dest.mkdir()
+    for whl in src.glob("*.whl"):
+        try:
+            os.link(whl, dest / whl.name)
+        except OSError:
+            shutil.copy(whl, dest / whl.name)
+
+
+def _build_burla_wheel(dest: Path) -> None:
+    project = Path(__file__).resolve().parents[3]
+    if not (project / "setup.cfg").exists():
+        raise ProviderError("`burla image build` needs burla's source tree (install it with pip install -e)")
+    dest.mkdir()
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                             "--wheel-dir", str(dest), str(project)], capture_output=True, text=True,
+                            env=dict(os.environ, SOURCE_DATE_EPOCH="315532800"))
+    if result.returncode != 0:
+        raise ProviderError(f"could not build burla's wheel: {result.stderr.strip()[-500:]}")
