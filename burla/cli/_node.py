@@ -9,8 +9,8 @@ import signal
 import sys
 
 from .. import _loop
-from .._errors import ClusterUnreachable
-from ..runtime._node import NodeDaemon
+from .._errors import ClusterUnreachable, ProviderError
+from ..runtime._node import NodeConfig, NodeDaemon
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,6 +19,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--token", help="cluster token (default: $BURLA_TOKEN)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per CPU)")
     p.add_argument("--node-id", default=None)
+    p.add_argument("--reconnect-for", type=float, default=0.0,
+                   help="seconds to keep retrying when the head is lost (default 0: exit)")
+    p.add_argument("--worker-runtime", choices=("process", "container"), default="process")
+    p.add_argument("--worker-image", default=None, help="container runtime: default worker image")
+    p.add_argument("--worker-network", default=None, help="container runtime: Docker network of the cluster")
+    p.add_argument("--worker-listen", default="0.0.0.0:7100", help="container runtime: where workers connect")
+    p.add_argument("--advertise", default=None, help="container runtime: HOST:PORT workers use to reach us")
+    p.add_argument("--status-dir", default=None, help="directory for workers' status files")
+    p.add_argument("--status-volume", default=None, help="container runtime: Docker volume mounted at --status-dir")
     p.add_argument("--provider", default="local", help=argparse.SUPPRESS)
     p.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=main)
@@ -33,15 +42,34 @@ def main(args: argparse.Namespace) -> int:
     if not host or not port.isdigit():
         print(f"burla node: --head must be HOST:PORT, got {args.head!r}", file=sys.stderr)
         return 2
+    if args.worker_runtime == "container" and not (args.worker_image and args.worker_network and args.advertise
+                                                   and args.status_dir and args.status_volume):
+        print("burla node: --worker-runtime container needs --worker-image, --worker-network, --advertise, "
+              "--status-dir and --status-volume", file=sys.stderr)
+        return 2
     try:
         return _loop.run(_serve(args, host, int(port), token))
-    except ClusterUnreachable as e:
+    except (ClusterUnreachable, ProviderError) as e:
         print(f"burla node: {e}", file=sys.stderr)
         return 1
 
 
 async def _serve(args: argparse.Namespace, host: str, port: int, token: str) -> int:
-    node = NodeDaemon(host, port, token, args.workers, args.node_id, provider=args.provider)
+    config = NodeConfig(args.workers, args.node_id, args.provider, args.reconnect_for, args.status_dir)
+    launcher, listen = None, None
+    if args.worker_runtime == "container":
+        import psutil
+
+        from ..runtime._launch import ContainerLauncher
+
+        lhost, _, lport = args.worker_listen.rpartition(":")
+        listen = (lhost, int(lport))
+        node_id = args.node_id or "node"
+        launcher = ContainerLauncher(token, args.advertise, args.worker_network, args.worker_image,
+                                     args.status_volume, args.status_dir,
+                                     {"burla.cluster": os.environ.get("BURLA_CLUSTER", ""), "burla.node": node_id},
+                                     node_id, psutil.virtual_memory().total)
+    node = NodeDaemon(host, port, token, config, launcher, listen)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stop)

@@ -1,31 +1,34 @@
 """The node daemon (node service): one per machine.
 
-Registers with the head, keeps ``n_workers`` warm worker processes, gives a
-job the workers it asks for, routes input batches to them, watches them, and
-replaces a worker that dies.  A worker that dies holding batches is reported
-to the head batch by batch (``BatchLost``) only after its connection has been
-read to the end, so a result it managed to send is never also retried.
+Registers with the head, keeps ``n_workers`` warm workers (processes, or
+containers with the Docker provider), gives a job the workers it asks for,
+routes input batches to them, watches them, and replaces a worker that dies.
+A worker that dies holding batches is reported to the head batch by batch
+(``BatchLost``) only after its connection has been read to the end, so a
+result it managed to send is never also retried.
 
 After each job the workers are reset in place (``EndJob``); a worker still
 running a call when its job ends (cancel, failure) is killed and replaced.
+
+If the head goes away the node drops the job it had (its results would be
+stale) and, when ``reconnect_for`` is set, keeps trying to register again for
+that long with its warm workers kept; otherwise it exits with its workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import mmap
 import os
 import secrets
-import signal
 import socket
 import struct
-import sys
 import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from .._errors import ConnectionLost, ProtocolError
+from .._errors import ClusterUnreachable, ConnectionLost, ProtocolError, ProviderError
 from ..transport import Connection, TransportConfig, connect, serve
 from ..transport.messages import (
     AssignJob,
@@ -44,24 +47,31 @@ from ..transport.messages import (
     Welcome,
     WorkerHello,
 )
+from ._launch import Launcher, ProcessLauncher, WorkerHandle
 
 log = logging.getLogger("burla.node")
 _STATUS = struct.Struct("<q")
+PREFETCH = 2  # batches per worker: one running, one ready (the head sends workers x this)
 
 
 @dataclass
 class _Worker:
     wid: int
     status_path: str
-    proc: asyncio.subprocess.Process | None = None
+    image: str
+    handle: WorkerHandle | None = None
     conn: Connection | None = None
     job_id: str | None = None
+    joining: bool = False  # limits being applied before StartJob
     outstanding: deque[InputBatchView] = field(default_factory=deque)
     kill_reason: str | None = None
 
     def running_index(self) -> int:
-        with open(self.status_path, "rb") as f:
-            return _STATUS.unpack(f.read(_STATUS.size))[0]
+        try:
+            with open(self.status_path, "rb") as f:
+                return _STATUS.unpack(f.read(_STATUS.size))[0]
+        except (OSError, struct.error):
+            return -1
 
 
 @dataclass
@@ -69,72 +79,133 @@ class _Job:
     assign: AssignJob
     pending: deque[InputBatchView] = field(default_factory=deque)
 
+    @property
+    def job_id(self) -> str:
+        return self.assign.job_id
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """reconnect_for: seconds to keep retrying a lost head (0: exit at once).
+    status_dir:    where workers' 8-byte status files live (shared with them).
+    """
+
+    n_workers: int | None = None
+    node_id: str | None = None
+    provider: str = "local"
+    reconnect_for: float = 0.0
+    status_dir: str | None = None
+    transport: TransportConfig = TransportConfig()
+
 
 class NodeDaemon:
-    def __init__(self, head_host: str, head_port: int, token: str, n_workers: int | None = None,
-                 node_id: str | None = None, transport: TransportConfig = TransportConfig(), provider: str = "local"):
+    def __init__(self, head_host: str, head_port: int, token: str, config: NodeConfig = NodeConfig(),
+                 launcher: Launcher | None = None, worker_listen: tuple[str, int] | None = None):
         import psutil
 
         self.head_host, self.head_port, self.token = head_host, head_port, token
+        self.config = config
         self.cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.ram = psutil.virtual_memory().total
-        self.n_workers = n_workers or self.cpus
-        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-        self.transport = transport
-        self.provider = provider
+        self.gpus = _count_gpus()
+        self.n_workers = config.n_workers or self.cpus
+        self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.transport = config.transport
         self.workers: dict[int, _Worker] = {}
         self.job: _Job | None = None
+        self._launcher = launcher
+        self._worker_listen = worker_listen
         self._head: Connection | None = None
-        self._worker_address = ""
         self._next_wid = 0
+        self._spawn_failures = 0
         self._stopping = False
-        self._tmp = tempfile.TemporaryDirectory(prefix="burla-node-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        if config.status_dir:
+            os.makedirs(config.status_dir, exist_ok=True)
+            self._tmp = None
+            self._status_dir = config.status_dir
+        else:
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            self._tmp = tempfile.TemporaryDirectory(prefix="burla-node-", dir=shm)
+            self._status_dir = self._tmp.name
         self._tasks: set[asyncio.Task[None]] = set()
         self._main_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve until the head goes away (or ``stop``); workers die with us."""
+        """Serve until the head is gone for good (or ``stop``); workers die with us."""
         self._main_task = asyncio.current_task()
-        # Workers are local: a Unix socket skips the TCP stack on every byte
-        # of every payload (still authenticated like any other connection).
-        self._worker_address = os.path.join(self._tmp.name, "workers.sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(self._worker_address)
-        listener.listen(128)
-        server = await serve(None, None, self.token, self._on_worker, self.transport, sock=listener)
+        server = await self._listen_for_workers()
         try:
             for _ in range(self.n_workers):
-                await self._spawn()
-            self._head = await connect(self.head_host, self.head_port, self.token, self.transport)
-            self._head.send_nowait(NodeHello(self.node_id, socket.gethostname(), self.cpus, self.ram, self.n_workers,
-                                             provider=self.provider))
-            welcome = await self._head.recv()
-            if not isinstance(welcome, Welcome):
-                raise ProtocolError(f"head answered {type(welcome).__name__} to NodeHello")
-            log.info("node %s registered with cluster %r", self.node_id, welcome.cluster)
-            self._track(self._report_stats())
-            await self._serve_head(self._head)
-        except ConnectionLost as e:
-            log.warning("node %s: head connection lost: %s", self.node_id, e)
+                await self._spawn(self._launcher.default_image)  # type: ignore[union-attr]
+            await self._serve_heads()
         except asyncio.CancelledError:
             pass  # stop()
         finally:
             self._stopping = True
             server.close()
             await self._kill_all()
-            self._tmp.cleanup()
+            await self._launcher.close()  # type: ignore[union-attr]
+            if self._tmp is not None:
+                self._tmp.cleanup()
+
+    async def _listen_for_workers(self) -> asyncio.Server:
+        if self._worker_listen is not None:  # containers reach us over the cluster network
+            host, port = self._worker_listen
+            return await serve(host, port, self.token, self._on_worker, self.transport)
+        # Local workers: a Unix socket skips the TCP stack on every byte of every
+        # payload (still authenticated like any other connection).
+        address = os.path.join(self._status_dir, "workers.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(address)
+        listener.listen(128)
+        if self._launcher is None:
+            self._launcher = ProcessLauncher(f"unix:{address}", self.token)
+        return await serve(None, None, self.token, self._on_worker, self.transport, sock=listener)
+
+    async def _serve_heads(self) -> None:
+        lost_at: float | None = None
+        delay = 0.2
+        while True:
+            try:
+                self._head = await connect(self.head_host, self.head_port, self.token, self.transport)
+                await self._register(self._head)
+                lost_at, delay = None, 0.2
+                await self._serve_head(self._head)
+            except (ConnectionLost, ClusterUnreachable, ProtocolError) as e:
+                if self._head is not None:
+                    self._head.abort()
+                    self._head = None
+                self._release()  # results for the old session would be stale
+                lost_at = lost_at or time.monotonic()
+                if time.monotonic() - lost_at >= self.config.reconnect_for:
+                    log.warning("node %s: head gone (%s); exiting", self.node_id, e)
+                    return
+                log.warning("node %s: head unreachable (%s); retrying", self.node_id, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _register(self, head: Connection) -> None:
+        launcher = self._launcher
+        assert launcher is not None
+        head.send_nowait(NodeHello(self.node_id, socket.gethostname(), self.cpus, self.ram, self.n_workers,
+                                   provider=self.config.provider, runtime=launcher.runtime, gpus=self.gpus))
+        welcome = await head.recv()
+        if not isinstance(welcome, Welcome):
+            raise ProtocolError(f"head answered {type(welcome).__name__} to NodeHello")
+        log.info("node %s registered with cluster %r", self.node_id, welcome.cluster)
+        self._track(self._report_stats(head))
 
     async def _kill_all(self) -> None:
-        procs = [w.proc for w in self.workers.values() if w.proc and w.proc.returncode is None]
-        for proc in procs:
-            proc.kill()
-        for proc in procs:
+        handles = [w.handle for w in self.workers.values() if w.handle and w.handle.alive]
+        for h in handles:
+            h.kill()
+        for h in handles:
             try:
-                await asyncio.wait_for(proc.wait(), 5)
+                await asyncio.wait_for(h.wait(), 10)
             except TimeoutError:
-                log.error("worker pid %d did not die after SIGKILL", proc.pid)
+                log.error("a worker did not die after being killed")
 
     def stop(self) -> None:
         if self._main_task is not None:
@@ -142,35 +213,53 @@ class NodeDaemon:
 
     # --- workers --------------------------------------------------------------------
 
-    async def _spawn(self) -> None:
+    async def _spawn(self, image: str) -> None:
         wid = self._next_wid
         self._next_wid += 1
-        path = os.path.join(self._tmp.name, f"w{wid}")
+        path = os.path.join(self._status_dir, f"w{wid}")
         with open(path, "wb") as f:
             f.write(_STATUS.pack(-1))
-        w = _Worker(wid, path)
+        w = _Worker(wid, path, image)
         self.workers[wid] = w
-        env = dict(os.environ, BURLA_TOKEN=self.token, PYTHONUNBUFFERED="1")
-        w.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "burla.runtime._worker", "--node", f"unix:{self._worker_address}",
-            "--worker-id", str(wid), "--status-file", path, env=env, stdin=asyncio.subprocess.DEVNULL,
-        )
-        self._track(self._watch_process(w))
+        assert self._launcher is not None
+        try:
+            w.handle = await self._launcher.start(wid, path, image, self._job_gpus(image))
+        except ProviderError as e:
+            del self.workers[wid]
+            self._report_setup_failure(str(e))
+            self._track(self._respawn_later(self._launcher.default_image))
+            return
+        self._track(self._watch_start(w))
+
+    def _job_gpus(self, image: str) -> int:
+        job = self.job
+        return job.assign.func_gpu if job and job.assign.image == image else 0
+
+    def _report_setup_failure(self, message: str) -> None:
+        if self.job is not None:
+            self._to_head(JobSetupFailed(self.job.job_id, f"node {self.node_id}: {message}", "JobFailed"))
+
+    async def _respawn_later(self, image: str) -> None:
+        """Replace a worker that never came up, backing off while that keeps happening."""
+        self._spawn_failures += 1
+        await asyncio.sleep(min(10.0, 0.25 * 2 ** self._spawn_failures))
+        if not self._stopping and len(self.workers) < self.n_workers:
+            await self._spawn(image)
 
     def _track(self, coro: object) -> None:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _watch_process(self, w: _Worker) -> None:
-        """A worker that exits before connecting is replaced too."""
-        assert w.proc is not None
-        await w.proc.wait()
+    async def _watch_start(self, w: _Worker) -> None:
+        """A worker that exits before connecting is replaced (with backoff)."""
+        assert w.handle is not None
+        await w.handle.wait()
         if w.conn is None and not self._stopping and self.workers.get(w.wid) is w:
-            log.warning("worker %d exited (%s) before connecting; replacing it", w.wid, _exit_reason(w))
+            log.warning("worker %d exited (%s) before connecting; replacing it", w.wid, w.handle.exit_reason)
             del self.workers[w.wid]
-            os.unlink(w.status_path)
-            await self._spawn()
+            _unlink(w.status_path)
+            await self._respawn_later(self._wanted_image())
 
     async def _on_worker(self, conn: Connection) -> None:
         hello = await conn.recv()
@@ -178,6 +267,7 @@ class NodeDaemon:
             raise ProtocolError(f"unexpected worker hello {hello!r}")
         w = self.workers[hello.worker_id]
         w.conn = conn
+        self._spawn_failures = 0
         self._give_job(w)
         try:
             while True:
@@ -186,6 +276,7 @@ class NodeDaemon:
                         if w.outstanding and w.outstanding[0].start == rb.start:
                             w.outstanding.popleft()
                             self._to_head(rb)
+                            self._pump()
                     case LogBatch() as logs:
                         self._to_head(logs)
                     case JobSetupFailed() as failed:
@@ -198,45 +289,81 @@ class NodeDaemon:
             await self._worker_gone(w)
 
     async def _worker_gone(self, w: _Worker) -> None:
-        assert w.proc is not None
-        if w.proc.returncode is None:
-            w.proc.kill()
-        await w.proc.wait()
+        assert w.handle is not None
+        w.handle.kill()
+        await w.handle.wait()
         self.workers.pop(w.wid, None)
         if self._stopping:
             return
-        reason = w.kill_reason or _exit_reason(w)
+        reason = w.kill_reason or w.handle.exit_reason
         crashed = w.running_index()
-        os.unlink(w.status_path)
+        _unlink(w.status_path)
         for batch in w.outstanding:
             inside = batch.start <= crashed < batch.start + len(batch.ends)
             self._to_head(BatchLost(batch.job_id, batch.start, crashed if inside else -1, reason))
         if w.outstanding:
             log.warning("worker %d died holding %d batch(es): %s", w.wid, len(w.outstanding), reason)
-        await self._spawn()
+        await self._spawn(self._wanted_image())
+
+    def _wanted_image(self) -> str:
+        """A replacement worker serves the current job if it lacks workers."""
+        job = self.job
+        default = self._launcher.default_image  # type: ignore[union-attr]
+        if job is not None and self._job_workers(job) < job.assign.n_workers:
+            return job.assign.image or default
+        return default
+
+    def _job_workers(self, job: _Job) -> int:
+        return sum(1 for x in self.workers.values() if x.job_id == job.job_id or (x.joining and x.job_id is None))
 
     def _give_job(self, w: _Worker) -> None:
-        """Attach an idle, connected worker to the current job if it needs one."""
+        """Attach an idle, connected worker of the right image to the job if it needs one."""
         job = self.job
-        if job is None or w.conn is None or w.job_id is not None:
+        if job is None or w.conn is None or w.job_id is not None or w.joining:
             return
-        if sum(1 for x in self.workers.values() if x.job_id == job.assign.job_id) >= job.assign.n_workers:
+        if w.image != (job.assign.image or self._launcher.default_image):  # type: ignore[union-attr]
             return
-        w.job_id = job.assign.job_id
-        w.conn.send_nowait(StartJob(job.assign.job_id, job.assign.function, job.assign.func_timeout))
-        while job.pending:
-            self._route(job.pending.popleft())
+        if self._job_workers(job) >= job.assign.n_workers:
+            return
+        w.joining = True
+        self._track(self._start_on(w, job))
+
+    async def _start_on(self, w: _Worker, job: _Job) -> None:
+        a = job.assign
+        try:
+            await self._launcher.set_limits(w.handle, a.func_cpu, a.func_ram, a.func_gpu)  # type: ignore[union-attr, arg-type]
+        except Exception as e:  # the container vanished meanwhile: its watcher replaces it
+            log.warning("could not apply limits to worker %d: %s", w.wid, e)
+            w.joining = False
+            return
+        w.joining = False
+        if self.job is not job or w.conn is None or w.conn.closed:
+            return
+        w.job_id = a.job_id
+        w.conn.send_nowait(StartJob(a.job_id, a.function, a.func_timeout))
+        self._pump()
 
     def _route(self, batch: InputBatchView) -> None:
-        mine = [w for w in self.workers.values() if w.job_id == batch.job_id and w.conn and not w.conn.closed]
-        if not mine:
-            assert self.job is not None
-            self.job.pending.append(batch)
+        assert self.job is not None
+        self.job.pending.append(batch)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Hand pending batches to the job's least-loaded workers, at most
+        PREFETCH each (the rest wait here for a worker to free up)."""
+        job = self.job
+        if job is None:
             return
-        w = min(mine, key=lambda x: len(x.outstanding))
-        w.outstanding.append(batch)
-        w.conn.send_nowait(batch)  # type: ignore[union-attr]
-        self._to_head(BatchAssigned(batch.job_id, batch.start, w.wid))
+        while job.pending:
+            mine = [w for w in self.workers.values()
+                    if w.job_id == job.job_id and w.conn and not w.conn.closed and len(w.outstanding) < PREFETCH]
+            if not mine:
+                return
+            w = min(mine, key=lambda x: len(x.outstanding))
+            batch = job.pending.popleft()
+            w.outstanding.append(batch)
+            w.conn.send_nowait(batch)  # type: ignore[union-attr]
+            self._to_head(BatchAssigned(batch.job_id, batch.start, w.wid))
 
     # --- head -----------------------------------------------------------------------
 
@@ -248,32 +375,43 @@ class NodeDaemon:
         while True:
             match await head.recv():
                 case AssignJob() as assign:
-                    self._release()
-                    self.job = _Job(assign)
-                    if assign.func_ram:
-                        self._track(self._watch_memory(assign.job_id, assign.func_ram))
-                    for w in list(self.workers.values()):
-                        self._give_job(w)
+                    self._assign(assign)
                 case InputBatchView() as batch:
-                    if self.job and self.job.assign.job_id == batch.job_id:
+                    if self.job and self.job.job_id == batch.job_id:
                         self._route(batch)
                 case ReleaseJob(job_id=job_id):
-                    if self.job and self.job.assign.job_id == job_id:
+                    if self.job and self.job.job_id == job_id:
                         self._release()
                 case RestartNode():
                     self._release()
                     for w in list(self.workers.values()):
                         w.kill_reason = "node restarted"
-                        if w.proc and w.proc.returncode is None:
-                            w.proc.kill()
+                        if w.handle:
+                            w.handle.kill()
                 case other:
                     raise ProtocolError(f"head sent {type(other).__name__}")
+
+    def _assign(self, assign: AssignJob) -> None:
+        self._release()
+        self.job = _Job(assign)
+        wanted = assign.image or self._launcher.default_image  # type: ignore[union-attr]
+        idle = [w for w in self.workers.values() if w.job_id is None and not w.joining]
+        matching = [w for w in idle if w.image == wanted and not assign.func_gpu]
+        # Workers in another image (or without the GPUs) make room for the job's own.
+        for w in [w for w in idle if w not in matching][: max(0, assign.n_workers - len(matching))]:
+            w.kill_reason = "replaced by a worker in the job's image"
+            if w.handle:
+                w.handle.kill()
+        if assign.func_ram and self._launcher.runtime == "process":  # type: ignore[union-attr]
+            self._track(self._watch_memory(assign.job_id, assign.func_ram))
+        for w in matching:
+            self._give_job(w)
 
     def _release(self) -> None:
         """End the current job here: reset idle workers, kill busy ones."""
         if self.job is None:
             return
-        job_id = self.job.assign.job_id
+        job_id = self.job.job_id
         self.job = None
         for w in self.workers.values():
             if w.job_id != job_id:
@@ -282,46 +420,56 @@ class NodeDaemon:
             if w.outstanding:
                 w.outstanding.clear()  # the head has already requeued or dropped them
                 w.kill_reason = "job ended while it was running"
-                if w.proc and w.proc.returncode is None:
-                    w.proc.kill()
+                if w.handle:
+                    w.handle.kill()
             elif w.conn is not None and not w.conn.closed:
                 w.conn.send_nowait(EndJob(job_id))
 
-    async def _report_stats(self) -> None:
+    async def _report_stats(self, head: Connection) -> None:
         """CPU/RAM of this machine for the dashboard, once a second."""
         import psutil
 
         psutil.cpu_percent()
-        while True:
+        while not head.closed:
             await asyncio.sleep(1.0)
             vm = psutil.virtual_memory()
-            self._to_head(NodeStats(psutil.cpu_percent(), vm.total - vm.available, vm.total))
+            if not head.closed:
+                head.send_nowait(NodeStats(psutil.cpu_percent(), vm.total - vm.available, vm.total))
 
     async def _watch_memory(self, job_id: str, limit: int) -> None:
-        """Enforce func_ram: a worker whose RSS exceeds it is killed (its input
-        is then retried, and fails the job with WorkerCrashed if it keeps doing so)."""
+        """Enforce func_ram on worker processes: one whose RSS exceeds it is
+        killed (its input is retried, then fails the job with WorkerCrashed)."""
         import psutil
 
-        while self.job is not None and self.job.assign.job_id == job_id:
+        while self.job is not None and self.job.job_id == job_id:
             for w in list(self.workers.values()):
-                if w.job_id != job_id or w.proc is None or w.proc.returncode is not None:
+                if w.job_id != job_id or w.handle is None or w.handle.pid is None or not w.handle.alive:
                     continue
                 try:
-                    rss = psutil.Process(w.proc.pid).memory_info().rss
+                    rss = psutil.Process(w.handle.pid).memory_info().rss
                 except psutil.Error:
                     continue
                 if rss > limit:
                     w.kill_reason = f"used {rss / 2**20:.0f} MiB, over func_ram={limit / 2**20:.0f} MiB"
-                    w.proc.kill()
+                    w.handle.kill()
             await asyncio.sleep(0.2)
 
 
-def _exit_reason(w: _Worker) -> str:
-    code = w.proc.returncode if w.proc else None
-    if code is None:
-        return "worker connection lost"
-    if code < 0:
-        name = signal.Signals(-code).name
-        extra = " (killed: possibly out of memory)" if name == "SIGKILL" else ""
-        return f"worker died from {name}{extra}"
-    return f"worker exited with code {code} (os._exit or sys.exit outside the call?)"
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _count_gpus() -> int:
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))

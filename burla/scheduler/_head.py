@@ -158,7 +158,8 @@ class Head:
         self.node_info[node_id] = info
         conn.send_nowait(Welcome(self.name))
         log.info("node %s joined from %s (%d CPUs, %d workers)", node_id, conn.peer, hello.cpus, hello.n_workers)
-        self._run(self.state.node_joined(NodeState(node_id, hello.host, hello.cpus, hello.ram_bytes, hello.n_workers)))
+        self._run(self.state.node_joined(NodeState(node_id, hello.host, hello.cpus, hello.ram_bytes, hello.n_workers,
+                                                   hello.runtime, hello.gpus)))
         try:
             while True:
                 msg = await conn.recv()
@@ -179,8 +180,8 @@ class Head:
                         if (job_id, start) in self.state.nodes[node_id].inflight:
                             self.monitor.lost(job_id, start, crashed)
                         self._run(self.state.batch_lost(node_id, job_id, start, crashed, reason))
-                    case JobSetupFailed(job_id=job_id, message=message):
-                        self._run(self.state.job_setup_failed(job_id, message))
+                    case JobSetupFailed(job_id=job_id, message=message, kind=kind):
+                        self._run(self.state.job_setup_failed(job_id, message, kind))
                     case other:
                         raise ProtocolError(f"node {conn.peer} sent {type(other).__name__}")
         except (ConnectionLost, ProtocolError) as e:

@@ -2,8 +2,10 @@
 
 The head feeds the monitor every message it handles; the monitor never
 influences scheduling.  Memory is bounded: per job at most ``max_log_lines``
-log lines (``max_lines_per_input`` per input) and ``max_errors`` failed
-inputs are kept, and only the ``keep_finished`` most recent finished jobs.
+log lines (``max_lines_per_input`` per input), ``max_errors`` failed inputs
+and per-input durations for the first ``detailed_inputs`` inputs (later
+batches keep their mean) are kept, and only the ``keep_finished`` most
+recent finished jobs.
 Per-input status is derived from batch records, so a ten-million-input job
 costs one record per batch, not per input.
 """
@@ -26,7 +28,8 @@ class BatchRecord:
     state: str = "running"  # running | done | lost
     node: str = ""
     worker: int = -1
-    durations: list[float] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)  # per input, early batches only
+    mean_duration: float | None = None
     failed: set[int] = field(default_factory=set)
 
 
@@ -62,12 +65,13 @@ class JobRecord:
 
 class Monitor:
     def __init__(self, keep_finished: int = 50, max_log_lines: int = 20_000, max_lines_per_input: int = 500,
-                 max_errors: int = 1_000):
+                 max_errors: int = 1_000, detailed_inputs: int = 10_000):
         self.jobs: OrderedDict[str, JobRecord] = OrderedDict()
         self.keep_finished = keep_finished
         self.max_log_lines = max_log_lines
         self.max_lines_per_input = max_lines_per_input
         self.max_errors = max_errors
+        self.detailed_inputs = detailed_inputs  # per-input durations kept for the first N inputs
 
     # --- events ---------------------------------------------------------------------
 
@@ -99,7 +103,11 @@ class Monitor:
         job = self.jobs.get(job_id)
         if job is None or (b := job.batches.get(start)) is None:
             return
-        b.state, b.durations = "done", durations
+        b.state = "done"
+        if durations:
+            b.mean_duration = sum(durations) / len(durations)
+            if start < self.detailed_inputs:
+                b.durations = durations
         job.done += count
         for err in errors:
             b.failed.add(err.index)
@@ -171,7 +179,9 @@ class Monitor:
         for i in range(offset, min(known, offset + limit)):
             b = job.batch_of(i)
             state = "pending" if b is None else "failed" if i in b.failed else b.state
-            duration = b.durations[i - b.start] if b and len(b.durations) > i - b.start else None
+            duration = None
+            if b is not None:
+                duration = b.durations[i - b.start] if len(b.durations) > i - b.start else b.mean_duration
             inputs.append({
                 "index": i, "state": state, "node": b.node if b else None,
                 "worker": b.worker if b and b.worker >= 0 else None, "duration_s": duration,

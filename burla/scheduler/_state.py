@@ -91,14 +91,20 @@ class NodeState:
     cpus: int
     ram_bytes: int
     n_workers: int
+    runtime: str = "process"
+    gpus: int = 0
     job_id: str | None = None
     workers_for_job: int = 0
     inflight: set[tuple[str, int]] = field(default_factory=set)
 
     def workers_for(self, spec: SubmitJob) -> int:
+        if spec.image and self.runtime != "container":
+            return 0
         n = min(self.n_workers, self.cpus // max(spec.func_cpu, 1))
         if spec.func_ram:
             n = min(n, self.ram_bytes // spec.func_ram)
+        if spec.func_gpu:
+            n = min(n, self.gpus // spec.func_gpu)
         return max(n, 0)
 
 
@@ -185,11 +191,11 @@ class HeadState:
             self.queue.push_front(job_id, part)
         return self._settle()
 
-    def job_setup_failed(self, job_id: str, message: str) -> list[Command]:
+    def job_setup_failed(self, job_id: str, message: str, kind: str = "FunctionLoadError") -> list[Command]:
         job = self.jobs.get(job_id)
         if job is None:
             return []
-        return self._end(job, "failed", JobError("FunctionLoadError", message))
+        return self._end(job, "failed", JobError(kind, message))
 
     def result(self, node_id: str, rb: ResultBatch) -> list[Command]:
         job = self.jobs.get(rb.job_id)
@@ -305,7 +311,8 @@ class HeadState:
             node.job_id, node.workers_for_job = job.job_id, n
             job.nodes[node.node_id] = n
             spec = job.spec
-            cmds.append(ToNode(node.node_id, AssignJob(job.job_id, spec.function, n, spec.func_timeout, spec.func_ram)))
+            cmds.append(ToNode(node.node_id, AssignJob(job.job_id, spec.function, n, spec.func_timeout, spec.func_ram,
+                                                       spec.func_cpu, spec.func_gpu, spec.image)))
             assigned = True
         return assigned
 
@@ -356,6 +363,11 @@ class HeadState:
         return cmds + self._settle()
 
     def _incompatible(self, spec: SubmitJob) -> str:
+        if spec.image and not any(n.runtime == "container" for n in self.nodes.values()):
+            return (f"image={spec.image!r} needs nodes that run workers in containers (a cluster started with "
+                    "provider: {type: docker}); this cluster's nodes run workers as processes")
+        if spec.func_gpu and not any(n.gpus for n in self.nodes.values()):
+            return f"func_gpu={spec.func_gpu}: no node in this cluster has a GPU"
         biggest = max(self.nodes.values(), key=lambda n: (n.cpus, n.ram_bytes))
         want = f"func_cpu={spec.func_cpu}" + (f", func_ram={spec.func_ram / 2**30:.1f} GiB" if spec.func_ram else "")
         return (

@@ -52,7 +52,8 @@ class BlockingConnection:
         except BaseException:
             sock.close()
             raise
-        sock.settimeout(None)
+        # A node that stays silent (its heartbeats stop) for idle_timeout is gone.
+        sock.settimeout(config.idle_timeout)
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(sock, where, config)

@@ -71,6 +71,8 @@ class NodeHello(_Msg):
     n_workers: int
     version: int = PROTOCOL_VERSION
     provider: str = "local"
+    runtime: str = "process"  # "process" | "container" (can honour image=)
+    gpus: int = 0
 
 
 class WorkerHello(_Msg):
@@ -101,6 +103,8 @@ class SubmitJob(_Msg):
     max_retries: int
     func_timeout: float  # seconds; 0 means "no timeout"
     raise_errors: bool
+    image: str = ""  # container image for the workers; "" = the node's default
+    func_gpu: int = 0
 
 
 class JobAccepted(_Msg):
@@ -201,6 +205,9 @@ class AssignJob(_Msg):
     n_workers: int
     func_timeout: float
     func_ram: int
+    func_cpu: int = 1
+    func_gpu: int = 0
+    image: str = ""
 
 
 class StartJob(_Msg):
@@ -212,6 +219,7 @@ class StartJob(_Msg):
 class JobSetupFailed(_Msg):
     job_id: str
     message: str
+    kind: str = "FunctionLoadError"  # the client exception (burla._errors.JOB_ERROR_KINDS), else JobFailed
 
 
 class BatchLost(_Msg):
