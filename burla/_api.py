@@ -36,6 +36,8 @@ def remote_parallel_map(
     max_retries: int = 3,
     func_timeout: float | None = None,
     max_input_bytes: int = MAX_INPUT_BYTES,
+    image: str | None = None,
+    func_gpu: int | None = None,
 ) -> Any:
     """Call ``function_`` on every input, in parallel on the cluster.
 
@@ -54,10 +56,18 @@ def remote_parallel_map(
     mid-call has its input retried up to ``max_retries`` times (then
     ``WorkerCrashed``); ``func_timeout`` seconds bounds one call
     (``CallTimeout``).  Ctrl-C cancels the job and raises ``JobCanceled``.
+    ``image`` runs the workers in that container image (clusters whose nodes
+    run workers in containers: ``provider: {type: docker}``; the image needs
+    burla installed, e.g. ``burla image build --base IMAGE --tag NAME``), and
+    ``func_gpu`` reserves that many GPUs per call.
     """
     _validate(function_, inputs, func_cpu, func_ram, max_parallelism, max_retries, func_timeout, max_input_bytes)
+    if image is not None and (not isinstance(image, str) or not image):
+        raise ConfigError(f"image must be a container image name, got {image!r}")
+    if func_gpu is not None and (not isinstance(func_gpu, int) or isinstance(func_gpu, bool) or func_gpu < 1):
+        raise ConfigError(f"func_gpu must be a whole number of GPUs >= 1, got {func_gpu!r}")
     run = _JobRun(function_, inputs, func_cpu, func_ram, max_parallelism, raise_errors, spinner,
-                  max_retries, func_timeout, max_input_bytes)
+                  max_retries, func_timeout, max_input_bytes, image or "", func_gpu or 0)
     if generator:
         return _ordered(run.results()) if ordered else (value for _, value in run.results())
     if hasattr(inputs, "__len__"):
@@ -102,7 +112,7 @@ def _validate(fn: Any, inputs: Any, func_cpu: Any, func_ram: Any, max_parallelis
 class _JobRun:
     def __init__(self, fn: Callable[..., Any], inputs: Iterable[Any], func_cpu: int, func_ram: float | None,
                  max_parallelism: int | None, raise_errors: bool, spinner: bool, max_retries: int,
-                 func_timeout: float | None, max_input_bytes: int):
+                 func_timeout: float | None, max_input_bytes: int, image: str, func_gpu: int):
         self.fn_name = getattr(fn, "__name__", type(fn).__name__)
         self.blob = dumps_function(fn)  # errors before anything is sent
         self.inputs = inputs
@@ -112,6 +122,7 @@ class _JobRun:
         self.raise_errors, self.spinner = raise_errors, spinner
         self.max_retries, self.func_timeout = max_retries, func_timeout
         self.max_input_bytes = max_input_bytes
+        self.image, self.func_gpu = image, func_gpu
         self.feed_error: BaseException | None = None
 
     def _target_batch(self, session: Session) -> int:
@@ -135,7 +146,8 @@ class _JobRun:
             return
         spec = SubmitJob(job_id, self.fn_name, self.blob, self.func_cpu,
                          int(self.func_ram * 2**30) if self.func_ram else 0, self.max_parallelism or 0,
-                         self.max_retries, float(self.func_timeout or 0), self.raise_errors)
+                         self.max_retries, float(self.func_timeout or 0), self.raise_errors, self.image,
+                         self.func_gpu)
         done_total = batcher.count if batcher.exhausted else None
         job = session.submit(spec, first, done_total)
         if done_total is None:

@@ -28,6 +28,7 @@ from .transport.messages import (
     InputsDone,
     JobAccepted,
     JobEnded,
+    JobNotice,
     LogBatch,
     Message,
     ResultAck,
@@ -69,6 +70,8 @@ class JobChannel:
                 self.events.put(msg)
             case LogBatch(lines=lines):
                 _print_lines(lines)
+            case JobNotice(text=text):
+                _print_notice(text)
 
     async def _send_batch(self, batch: InputBatch) -> bool:
         while self._credit <= 0 and not self.ended:
@@ -192,6 +195,14 @@ class Session:
                 pass
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=2)
+
+
+def _print_notice(text: str) -> None:
+    try:
+        sys.stderr.write(f"burla: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _print_lines(lines: list) -> None:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .. import _config
+from .._errors import ProviderError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -16,13 +17,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def main(args: argparse.Namespace) -> int:
     record = _config.load_cluster(args.name)
+    if record is None and args.name and _docker_leftovers(args.name):
+        record = {"name": args.name, "provider": "docker"}  # crashed before it was recorded
     if record is None:
         which = f"named {args.name!r}" if args.name else "recorded"
         print(f"burla down: no cluster {which} (see `burla status`)", file=sys.stderr)
         return 1
-    from ..cloud import stop_pids
+    if record.get("provider") == "docker":
+        from ..cloud.docker import _provider
 
-    stop_pids(record.get("pids", []))
+        try:
+            removed = _provider.down(record["name"])
+        except ProviderError as e:
+            print(f"burla down: {e}", file=sys.stderr)
+            return 1
+        print(f"removed {removed} Docker object(s) of cluster {record['name']!r}")
+    else:
+        from ..cloud import stop_pids
+
+        stop_pids(record.get("pids", []))
     _config.remove_cluster(record["name"])
     print(f"cluster {record['name']!r} is down")
     return 0
+
+
+def _docker_leftovers(name: str) -> bool:
+    try:
+        from ..cloud.docker import _provider
+
+        return bool(_provider.status(name))
+    except (ProviderError, ImportError):
+        return False

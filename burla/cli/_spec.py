@@ -7,7 +7,8 @@ from typing import Any
 
 from .._errors import ConfigError
 
-_PROVIDERS = ("local",)
+_PROVIDERS = ("local", "docker")
+_PROVIDER_KEYS = {"local": {"type"}, "docker": {"type", "image", "worker_runtime"}}
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class ClusterSpec:
     provider: str = "local"
     nodes: int = 1
     workers_per_node: int | None = None
+    image: str | None = None  # docker: node/worker image (default burla:VERSION)
+    worker_runtime: str = "container"  # docker: "container" or "process"
 
     @classmethod
     def from_yaml_text(cls, text: str, source: str = "cluster.yaml") -> "ClusterSpec":
@@ -43,13 +46,21 @@ class ClusterSpec:
             raise ConfigError(f"{source}: 'provider' must be a mapping with a 'type', e.g. provider: {{type: local}}")
         if provider["type"] not in _PROVIDERS:
             raise ConfigError(f"{source}: provider type {provider['type']!r} is not supported (supported: {', '.join(_PROVIDERS)})")
-        extra = set(provider) - {"type"}
+        kind = provider["type"]
+        extra = set(provider) - _PROVIDER_KEYS[kind]
         if extra:
-            raise ConfigError(f"{source}: unknown key {sorted(extra)[0]!r} in 'provider' for type local")
+            raise ConfigError(f"{source}: unknown key {sorted(extra)[0]!r} in 'provider' for type {kind} "
+                              f"(known: {', '.join(sorted(_PROVIDER_KEYS[kind]))})")
+        image = provider.get("image")
+        if image is not None and (not isinstance(image, str) or not image):
+            raise ConfigError(f"{source}: 'provider.image' must be an image name like burla:0.1.0, got {image!r}")
+        runtime = provider.get("worker_runtime", "container")
+        if runtime not in ("container", "process"):
+            raise ConfigError(f"{source}: 'provider.worker_runtime' must be container or process, got {runtime!r}")
         nodes = data.get("nodes", 1)
         if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
             raise ConfigError(f"{source}: 'nodes' must be an integer >= 1, got {nodes!r}")
         wpn = data.get("workers_per_node")
         if wpn is not None and (not isinstance(wpn, int) or isinstance(wpn, bool) or wpn < 1):
             raise ConfigError(f"{source}: 'workers_per_node' must be an integer >= 1, got {wpn!r}")
-        return cls(name, provider["type"], nodes, wpn)
+        return cls(name, kind, nodes, wpn, image, runtime)

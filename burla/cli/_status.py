@@ -29,8 +29,16 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"burla status: cluster {record['name']!r} does not answer at {record['http']}: {e}", file=sys.stderr)
         return 1
-    out = {"name": record["name"], "head": record["head"], "http": record["http"], "nodes": cluster["nodes"],
-           "workers": cluster["workers"], "jobs": jobs}
+    out = {"name": record["name"], "provider": record.get("provider", "local"), "head": record["head"],
+           "http": record["http"], "nodes": cluster["nodes"], "workers": cluster["workers"], "jobs": jobs}
+    if out["provider"] == "docker":
+        from .._errors import ProviderError
+        from ..cloud.docker import _provider
+
+        try:
+            out["containers"] = _provider.status(record["name"])
+        except ProviderError as e:
+            out["containers_error"] = str(e)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -38,4 +46,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"  {len(out['nodes'])} node(s), {out['workers']} worker(s), {cluster['jobs_running']} job(s) running")
     for n in out["nodes"]:
         print(f"  node {n['node_id']}: {n['cpus']} CPUs, {n['workers']} workers, job {n['job_id'] or '-'}")
+    for cont in out.get("containers", []):
+        print(f"  container {cont['name']} ({cont['role']}): {cont['state']}")
     return 0

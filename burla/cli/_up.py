@@ -10,8 +10,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from typing import Callable
+
 from .. import _config
-from .._errors import ConfigError
+from .._errors import ConfigError, ProviderError
 from ._spec import ClusterSpec
 
 
@@ -37,23 +39,37 @@ def main(args: argparse.Namespace) -> int:
     if existing is not None and _responds(existing):
         print(f"burla up: cluster {spec.name!r} is already running at {existing['head']} (burla down {spec.name} first)", file=sys.stderr)
         return 1
-    from ..cloud import start_local_cluster, stop_pids
-
-    log_dir = _config.config_dir() / "logs" / spec.name
-    log_dir.mkdir(parents=True, exist_ok=True)
-    cluster = start_local_cluster(spec.name, spec.nodes, spec.workers_per_node, attached=False, log_dir=str(log_dir))
-    record = cluster.record.to_json()
+    try:
+        record, log_hint, undo = _start(spec)
+    except ProviderError as e:
+        print(f"burla up: {e}", file=sys.stderr)
+        return 1
     try:
         _wait_ready(record, spec.nodes, args.timeout)
     except TimeoutError as e:
-        stop_pids(record["pids"])  # type: ignore[arg-type]
-        print(f"burla up: {e}; logs in {log_dir}", file=sys.stderr)
+        undo()
+        print(f"burla up: {e}; {log_hint}", file=sys.stderr)
         return 1
     path = _config.save_cluster(record)
     print(f"cluster {spec.name!r} is up: head {record['head']}, API {record['http']}, {spec.nodes} node(s)")
     print(f"dashboard: {record['http']}/  (log in with `burla dashboard`, which prints a link carrying the token)")
     print(f"recorded in {path}; remote_parallel_map now runs there. Stop it with: burla down {spec.name}")
     return 0
+
+
+def _start(spec: ClusterSpec) -> tuple[dict, str, Callable[[], object]]:  # type: ignore[type-arg]
+    if spec.provider == "docker":
+        from ..cloud.docker import _provider
+
+        record = _provider.up(spec.name, spec.nodes, spec.workers_per_node, spec.image, spec.worker_runtime)
+        return record.to_json(), f"see `docker logs burla-{spec.name}-head`", lambda: _provider.down(spec.name)
+    from ..cloud import start_local_cluster, stop_pids
+
+    log_dir = _config.config_dir() / "logs" / spec.name
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cluster = start_local_cluster(spec.name, spec.nodes, spec.workers_per_node, attached=False, log_dir=str(log_dir))
+    record = cluster.record.to_json()
+    return record, f"logs in {log_dir}", lambda: stop_pids(record["pids"])  # type: ignore[arg-type]
 
 
 def fetch(record: dict, route: str, timeout: float = 2.0) -> dict:  # type: ignore[type-arg]

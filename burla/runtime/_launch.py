@@ -179,6 +179,8 @@ class ContainerLauncher:
 
         gpu = [docker.types.DeviceRequest(count=gpus, capabilities=[["gpu"]])] if gpus else None
         name = f"{self.name_prefix}-w{wid}"
+        with translated(f"worker image {image!r} on this node"):
+            self.docker.images.get(image)  # never let run() try a pull: no registry
         with translated(f"starting worker container {name} from {image}"):
             try:
                 self.docker.containers.get(name).remove(force=True)  # left over from a crash

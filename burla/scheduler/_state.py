@@ -33,6 +33,7 @@ from ..transport.messages import (
     JobAccepted,
     JobEnded,
     JobError,
+    JobNotice,
     Message,
     ReleaseJob,
     RestartNode,
@@ -148,8 +149,14 @@ class HeadState:
         node = self.nodes.pop(node_id, None)
         if node is None:
             return []
+        cmds: list[Command] = []
+        job = self.jobs.get(node.job_id) if node.job_id else None
+        if job is not None:
+            held = len(node.inflight)
+            text = f"node {node_id} was lost; its {held} input batch(es) will run on other nodes"
+            cmds.append(ToClient(job.client_id, JobNotice(job.job_id, text)))
         self._take_back(node)
-        return self._settle()
+        return cmds + self._settle()
 
     def restart_node(self, node_id: str) -> list[Command]:
         """Replace a node's workers; work it held goes back to the queue."""

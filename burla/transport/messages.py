@@ -31,6 +31,7 @@ ResultAck             C→H        the client consumed N result batches
 LogBatch              W→N→H→C    lines printed by the function
 CancelJob             C→H        stop the job
 JobEnded              H→C        the job is over (done, failed or canceled)
+JobNotice             H→C        one line the user should see (a node was lost...)
 AssignJob             H→N        the node now serves this job
 StartJob              N→W        load the function of this job
 JobSetupFailed        W→N→H      the function could not be loaded
@@ -125,6 +126,11 @@ class JobEnded(_Msg):
     job_id: str
     status: str  # "done" | "failed" | "canceled"
     error: Union[JobError, None] = None
+
+
+class JobNotice(_Msg):
+    job_id: str
+    text: str
 
 
 class CancelJob(_Msg):
@@ -286,6 +292,7 @@ Message = Union[
     SubmitJob,
     JobAccepted,
     JobEnded,
+    JobNotice,
     CancelJob,
     InputCredit,
     InputBatch,

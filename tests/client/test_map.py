@@ -270,3 +270,12 @@ def test_breaking_out_of_a_result_generator_cancels_the_job(on_cluster):
     gen.close()
     wait_until(lambda: all(n["job_id"] is None for n in http_get(on_cluster, "/v1/cluster")["nodes"]), 5,
                "the node to be freed")
+
+
+def test_image_and_gpu_need_capable_nodes(on_cluster):
+    with pytest.raises(burla.NoCompatibleNodes, match="containers"):
+        rpm(square, [1], image="burla:0.1.0", spinner=False)
+    with pytest.raises(burla.NoCompatibleNodes, match="GPU"):
+        rpm(square, [1], func_gpu=1, spinner=False)
+    with pytest.raises(burla.ConfigError, match="func_gpu"):
+        rpm(square, [1], func_gpu=0)

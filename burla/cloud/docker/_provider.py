@@ -1,0 +1,118 @@
+"""``burla up`` with ``provider: {type: docker}``.
+
+One private bridge network per cluster (``burla-NAME``).  The head runs in a
+container too (``burla-NAME-head``): nodes reach it by name on the network,
+clients through ports published on 127.0.0.1 only, and killing or restarting
+it is a real failure that nodes survive (they reconnect to the same name).
+Each node is a container (``burla-NAME-node-I``) whose daemon starts worker
+containers through the Docker API (the ``container`` runtime), or runs
+workers as processes inside itself (``worker_runtime: process``).
+
+Everything created carries the label ``burla.cluster=NAME``, so ``down``
+finds and removes it all even after a crash left no record behind.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from typing import Any
+
+from ..._errors import ProviderError
+from .._local import ClusterRecord
+from ._client import LABEL_CLUSTER, LABEL_ROLE, client, translated
+from ._image import IMAGE, image_present
+
+HEAD_PORT, HTTP_PORT, WORKER_PORT = 7000, 7001, 7100
+STATUS_DIR = "/burla-status"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def up(name: str, nodes: int, workers_per_node: int | None, image: str | None = None,
+       worker_runtime: str = "container") -> ClusterRecord:
+    c = client()
+    image = image or IMAGE
+    if not image_present(c, image):
+        raise ProviderError(f"image {image!r} is not present and nothing can be pulled here: "
+                            "run `burla image build` first (or `docker load` it)")
+    if _find(c, name):
+        raise ProviderError(f"Docker already has containers of a cluster named {name!r}: `burla down {name}` first")
+    labels = {LABEL_CLUSTER: name}
+    token = secrets.token_urlsafe(32)
+    tcp, http = _free_port(), _free_port()
+    try:
+        with translated(f"creating cluster {name!r}"):
+            net = c.networks.create(f"burla-{name}", driver="bridge", labels={**labels, LABEL_ROLE: "network"})
+            head = f"burla-{name}-head"
+            c.containers.run(
+                image, ["head", "--host", "0.0.0.0", "--port", str(HEAD_PORT), "--http-port", str(HTTP_PORT),
+                        "--name", name],
+                name=head, hostname=head, detach=True, network=net.name, environment={"BURLA_TOKEN": token},
+                ports={f"{HEAD_PORT}/tcp": ("127.0.0.1", tcp), f"{HTTP_PORT}/tcp": ("127.0.0.1", http)},
+                labels={**labels, LABEL_ROLE: "head"},
+            )
+            for i in range(1, nodes + 1):
+                _start_node(c, name, i, net.name, image, workers_per_node, worker_runtime, token)
+    except BaseException:
+        down(name)
+        raise
+    return ClusterRecord(name, f"127.0.0.1:{tcp}", f"http://127.0.0.1:{http}", token, "docker", [])
+
+
+def _start_node(c: Any, cluster: str, i: int, network: str, image: str, workers: int | None, runtime: str,
+                token: str) -> None:
+    node = f"burla-{cluster}-node-{i}"
+    labels = {LABEL_CLUSTER: cluster}
+    cmd = ["node", "--head", f"burla-{cluster}-head:{HEAD_PORT}", "--node-id", node, "--provider", "docker",
+           "--reconnect-for", "600", "--status-dir", STATUS_DIR]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    volumes: dict[str, dict[str, str]] = {}
+    if runtime == "container":
+        volume = c.volumes.create(f"{node}-status", labels={**labels, LABEL_ROLE: "volume"})
+        cmd += ["--worker-runtime", "container", "--worker-image", image, "--worker-network", network,
+                "--advertise", f"{node}:{WORKER_PORT}", "--worker-listen", f"0.0.0.0:{WORKER_PORT}",
+                "--status-volume", volume.name]
+        volumes = {"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+                   volume.name: {"bind": STATUS_DIR, "mode": "rw"}}
+    c.containers.run(image, cmd, name=node, hostname=node, detach=True, network=network, volumes=volumes,
+                     environment={"BURLA_TOKEN": token, "BURLA_CLUSTER": cluster},
+                     labels={**labels, LABEL_ROLE: "node"})
+
+
+def _find(c: Any, name: str) -> list[Any]:
+    return c.containers.list(all=True, filters={"label": f"{LABEL_CLUSTER}={name}"})  # type: ignore[no-any-return]
+
+
+def down(name: str) -> int:
+    """Remove every container, volume and network labelled with the cluster; returns how many."""
+    c = client()
+    removed = 0
+    with translated(f"removing cluster {name!r}"):
+        containers = _find(c, name)
+        # workers first: their nodes would otherwise replace them
+        for cont in sorted(containers, key=lambda x: x.labels.get(LABEL_ROLE) != "node"):
+            cont.remove(force=True)
+            removed += 1
+        for cont in _find(c, name):  # replacements a node started before it died
+            cont.remove(force=True)
+            removed += 1
+        for vol in c.volumes.list(filters={"label": f"{LABEL_CLUSTER}={name}"}):
+            vol.remove(force=True)
+            removed += 1
+        for net in c.networks.list(filters={"label": f"{LABEL_CLUSTER}={name}"}):
+            net.remove()
+            removed += 1
+    return removed
+
+
+def status(name: str) -> list[dict[str, str]]:
+    c = client()
+    with translated("listing containers"):
+        return [{"name": x.name, "role": x.labels.get(LABEL_ROLE, "worker"), "state": x.status}
+                for x in sorted(_find(c, name), key=lambda x: x.name)]
