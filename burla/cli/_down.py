@@ -23,7 +23,20 @@ def main(args: argparse.Namespace) -> int:
         which = f"named {args.name!r}" if args.name else "recorded"
         print(f"burla down: no cluster {which} (see `burla status`)", file=sys.stderr)
         return 1
-    if record.get("provider") == "docker":
+    if record.get("provider") == "gce":
+        import asyncio
+
+        from ..cloud import stop_pids
+        from ..cloud.gce import _provider as gce
+
+        try:
+            removed = asyncio.run(gce.down(record["name"], record["extra"]))
+        except ProviderError as e:
+            print(f"burla down: {e}", file=sys.stderr)
+            return 1
+        stop_pids(record.get("pids", []))
+        print(f"deleted {removed} instance(s) and firewall rule(s) of cluster {record['name']!r}")
+    elif record.get("provider") == "docker":
         from ..cloud.docker import _provider
 
         try:

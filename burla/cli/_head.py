@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--http-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--reap-gce", metavar="FILE", help="GCE cluster: delete node VMs that stop heart-beating "
+                   "(JSON: project, zones, api_endpoint, cluster, reap_after_s)")
+    p.add_argument("--reap-gce-metadata", action="store_true", help=argparse.SUPPRESS)  # same JSON in $BURLA_GCE
     p.set_defaults(func=main)
 
 
@@ -35,7 +38,13 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, token: str) -> int:
-    head = Head(token, args.name)
+    watcher = None
+    if args.reap_gce or args.reap_gce_metadata:
+        from ..cloud.gce._reaper import Reaper
+
+        text = open(args.reap_gce).read() if args.reap_gce else os.environ.get("BURLA_GCE", "{}")
+        watcher = Reaper(json.loads(text))
+    head = Head(token, args.name, node_watcher=watcher)
     if args.listen_fd is not None:
         listen = socket.socket(fileno=args.listen_fd)
         http = socket.socket(fileno=args.http_fd) if args.http_fd is not None else None

@@ -21,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--node-id", default=None)
     p.add_argument("--reconnect-for", type=float, default=0.0,
                    help="seconds to keep retrying when the head is lost (default 0: exit)")
+    p.add_argument("--idle-shutdown", type=float, default=0.0,
+                   help="exit after this many seconds without a job (default 0: never)")
     p.add_argument("--worker-runtime", choices=("process", "container"), default="process")
     p.add_argument("--worker-image", default=None, help="container runtime: default worker image")
     p.add_argument("--worker-network", default=None, help="container runtime: Docker network of the cluster")
@@ -55,7 +57,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, host: str, port: int, token: str) -> int:
-    config = NodeConfig(args.workers, args.node_id, args.provider, args.reconnect_for, args.status_dir)
+    config = NodeConfig(args.workers, args.node_id, args.provider, args.reconnect_for, args.status_dir,
+                        args.idle_shutdown)
     launcher, listen = None, None
     if args.worker_runtime == "container":
         import psutil

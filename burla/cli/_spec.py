@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ConfigError
 
-_PROVIDERS = ("local", "docker")
+_PROVIDERS = ("local", "docker", "gce")
 _PROVIDER_KEYS = {"local": {"type"}, "docker": {"type", "image", "worker_runtime"}}
 
 
@@ -21,7 +22,8 @@ class ClusterSpec:
     worker_runtime: str = "container"  # docker: "container" or "process"
 
     @classmethod
-    def from_yaml_text(cls, text: str, source: str = "cluster.yaml") -> "ClusterSpec":
+    def from_yaml_text(cls, text: str, source: str = "cluster.yaml") -> Any:
+        """A ClusterSpec, or a GceSpec for ``provider: {type: gce}``."""
         import yaml
 
         try:
@@ -33,7 +35,10 @@ class ClusterSpec:
         return cls.from_dict(data, source)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "cluster.yaml") -> "ClusterSpec":
+    def from_dict(cls, data: dict[str, Any], source: str = "cluster.yaml") -> Any:
+        provider = data.get("provider")
+        if isinstance(provider, dict) and provider.get("type") == "gce":
+            return _gce(data, source)
         known = {"name", "provider", "nodes", "workers_per_node"}
         for key in data:
             if key not in known:
@@ -64,3 +69,12 @@ class ClusterSpec:
         if wpn is not None and (not isinstance(wpn, int) or isinstance(wpn, bool) or wpn < 1):
             raise ConfigError(f"{source}: 'workers_per_node' must be an integer >= 1, got {wpn!r}")
         return cls(name, kind, nodes, wpn, image, runtime)
+
+
+def _gce(data: dict[str, Any], source: str) -> Any:
+    from ..cloud.gce._spec import parse
+
+    name = data.get("name", "burla")
+    if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9-]{0,30}$", name):
+        raise ConfigError(f"{source}: 'name' must be lowercase letters, digits and - (a GCE label), got {name!r}")
+    return parse(data, name)

@@ -31,6 +31,16 @@ def main(args: argparse.Namespace) -> int:
         return 1
     out = {"name": record["name"], "provider": record.get("provider", "local"), "head": record["head"],
            "http": record["http"], "nodes": cluster["nodes"], "workers": cluster["workers"], "jobs": jobs}
+    if out["provider"] == "gce":
+        import asyncio
+
+        from .._errors import ProviderError
+        from ..cloud.gce import _provider as gce
+
+        try:
+            out["instances"] = asyncio.run(gce.status(record["name"], record["extra"]))
+        except ProviderError as e:
+            out["instances_error"] = str(e)
     if out["provider"] == "docker":
         from .._errors import ProviderError
         from ..cloud.docker import _provider
@@ -46,6 +56,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"  {len(out['nodes'])} node(s), {out['workers']} worker(s), {cluster['jobs_running']} job(s) running")
     for n in out["nodes"]:
         print(f"  node {n['node_id']}: {n['cpus']} CPUs, {n['workers']} workers, job {n['job_id'] or '-'}")
+    for inst in out.get("instances", []):
+        print(f"  instance {inst['name']} ({inst['role']}, {inst['zone']}): {inst['state']}")
     for cont in out.get("containers", []):
         print(f"  container {cont['name']} ({cont['role']}): {cont['state']}")
     return 0

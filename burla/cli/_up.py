@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from typing import Callable
+from typing import Any, Callable
 
 from .. import _config
 from .._errors import ConfigError, ProviderError
@@ -20,7 +20,8 @@ from ._spec import ClusterSpec
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("up", help="start a cluster (default: a local one) and make it the current cluster")
     p.add_argument("spec", nargs="?", help="cluster.yaml (name, provider: {type: local}, nodes, workers_per_node)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for every node to register")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for every node to register (default 30, 600 for gce)")
     p.set_defaults(func=main)
 
 
@@ -44,8 +45,9 @@ def main(args: argparse.Namespace) -> int:
     except ProviderError as e:
         print(f"burla up: {e}", file=sys.stderr)
         return 1
+    timeout = args.timeout or (600.0 if record.get("provider") == "gce" else 30.0)
     try:
-        _wait_ready(record, spec.nodes, args.timeout)
+        _wait_ready(record, spec.nodes, timeout)
     except TimeoutError as e:
         undo()
         print(f"burla up: {e}; {log_hint}", file=sys.stderr)
@@ -57,7 +59,24 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start(spec: ClusterSpec) -> tuple[dict, str, Callable[[], object]]:  # type: ignore[type-arg]
+def _start(spec: Any) -> tuple[dict, str, Callable[[], object]]:  # type: ignore[type-arg]
+    from ..cloud.gce._spec import GceSpec
+
+    if isinstance(spec, GceSpec):
+        import asyncio
+
+        from ..cloud import stop_pids
+        from ..cloud.gce import _provider as gce
+
+        cfg = _config.config_dir()
+        cfg.mkdir(parents=True, exist_ok=True)
+        record = asyncio.run(gce.up(spec, str(cfg))).to_json()
+
+        def undo() -> None:
+            asyncio.run(gce.down(spec.name, record["extra"]))
+            stop_pids(record["pids"])
+
+        return record, f"see the VMs' serial consoles, or {cfg}/{spec.name}.head.log", undo
     if spec.provider == "docker":
         from ..cloud.docker import _provider
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -35,6 +36,7 @@ class ClusterRecord:
     token: str
     provider: str = "local"
     pids: list[int] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # provider-specific (project, zones...)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)

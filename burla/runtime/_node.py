@@ -88,6 +88,8 @@ class _Job:
 class NodeConfig:
     """reconnect_for: seconds to keep retrying a lost head (0: exit at once).
     status_dir:    where workers' 8-byte status files live (shared with them).
+    idle_shutdown: seconds without a job after which the daemon exits (a
+                   cloud VM then shuts itself down: nothing bills while idle).
     """
 
     n_workers: int | None = None
@@ -95,6 +97,7 @@ class NodeConfig:
     provider: str = "local"
     reconnect_for: float = 0.0
     status_dir: str | None = None
+    idle_shutdown: float = 0.0  # exit after this long without a job (0: never)
     transport: TransportConfig = TransportConfig()
 
 
@@ -129,6 +132,7 @@ class NodeDaemon:
             self._status_dir = self._tmp.name
         self._tasks: set[asyncio.Task[None]] = set()
         self._main_task: asyncio.Task[None] | None = None
+        self._idle_since = time.monotonic()
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -139,6 +143,8 @@ class NodeDaemon:
         try:
             for _ in range(self.n_workers):
                 await self._spawn(self._launcher.default_image)  # type: ignore[union-attr]
+            if self.config.idle_shutdown:
+                self._track(self._exit_when_idle(self.config.idle_shutdown))
             await self._serve_heads()
         except asyncio.CancelledError:
             pass  # stop()
@@ -210,6 +216,14 @@ class NodeDaemon:
     def stop(self) -> None:
         if self._main_task is not None:
             self._main_task.cancel()
+
+    async def _exit_when_idle(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, seconds / 4))
+            if self.job is None and time.monotonic() - self._idle_since >= seconds:
+                log.warning("node %s idle for %gs: exiting", self.node_id, seconds)
+                self.stop()
+                return
 
     # --- workers --------------------------------------------------------------------
 
@@ -413,6 +427,7 @@ class NodeDaemon:
             return
         job_id = self.job.job_id
         self.job = None
+        self._idle_since = time.monotonic()
         for w in self.workers.values():
             if w.job_id != job_id:
                 continue

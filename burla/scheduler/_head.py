@@ -15,6 +15,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from .._errors import ConnectionLost, ProtocolError
 from ..transport import Connection, TransportConfig, serve
@@ -43,6 +44,13 @@ from ._state import Command, HeadConfig, HeadState, NodeState, ToClient, ToNode
 log = logging.getLogger("burla.head")
 
 
+class NodeWatcher(Protocol):
+    """Told when nodes come and go (e.g. a provider that deletes lost VMs)."""
+
+    def node_joined(self, node_id: str) -> None: ...
+    def node_lost(self, node_id: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class HeadAddress:
     host: str
@@ -52,13 +60,14 @@ class HeadAddress:
 
 class Head:
     def __init__(self, token: str, name: str = "burla", config: HeadConfig = HeadConfig(),
-                 transport: TransportConfig = TransportConfig()):
+                 transport: TransportConfig = TransportConfig(), node_watcher: NodeWatcher | None = None):
         self.token = token
         self.name = name
         self.state = HeadState(config)
         self.transport = transport
         self.started_at = time.time()
         self.monitor = Monitor()
+        self.node_watcher = node_watcher
         self.node_info: dict[str, dict[str, object]] = {}  # address, provider, last_seen, stats
         self._clients: dict[str, Connection] = {}
         self._nodes: dict[str, Connection] = {}
@@ -158,6 +167,8 @@ class Head:
         self.node_info[node_id] = info
         conn.send_nowait(Welcome(self.name))
         log.info("node %s joined from %s (%d CPUs, %d workers)", node_id, conn.peer, hello.cpus, hello.n_workers)
+        if self.node_watcher is not None:
+            self.node_watcher.node_joined(node_id)
         self._run(self.state.node_joined(NodeState(node_id, hello.host, hello.cpus, hello.ram_bytes, hello.n_workers,
                                                    hello.runtime, hello.gpus)))
         try:
@@ -192,6 +203,8 @@ class Head:
                 del self._nodes[node_id]
                 self.node_info.pop(node_id, None)
                 self.monitor.node_lost(node_id)
+                if self.node_watcher is not None:
+                    self.node_watcher.node_lost(node_id)
                 self._run(self.state.node_left(node_id))
 
     # --- actions from the API ---------------------------------------------------

@@ -1,0 +1,1 @@
+"""Compute Engine provider: node VMs (and optionally the head) on Google Cloud."""

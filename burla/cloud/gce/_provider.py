@@ -1,0 +1,156 @@
+"""``burla up`` with ``provider: {type: gce}``: node VMs on Compute Engine.
+
+The head is a small VM (``head.placement: vm``, nodes reach it on its
+internal address through a firewall rule that opens only its port to the
+nodes' network tag) or a process on this machine (``placement: local``).
+Node VMs carry the label ``burla-cluster=NAME`` and boot a startup script
+that installs burla and starts the node daemon.  Zones are tried in order
+when one is out of capacity.  Nodes stop themselves when idle for
+``idle_timeout_s`` or when the head is gone; the head deletes node VMs that
+stop heart-beating.  ``down`` deletes everything carrying the label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from ..._errors import ProviderError
+from .._local import ClusterRecord, stop_pids
+from ._api import LABEL, Compute, ZoneExhausted
+from ._spec import GceSpec
+from ._startup import head_script, node_script
+
+log = logging.getLogger("burla.gce")
+
+
+def _instance(spec: GceSpec, zone: str, name: str, role: str, script: str, token: str, machine_type: str,
+              tags: list[str], extra_metadata: dict[str, str] | None = None) -> Any:
+    from google.cloud import compute_v1 as c
+
+    metadata = {"startup-script": script, "burla-token": token, **(extra_metadata or {})}
+    inst = c.Instance(
+        name=name, machine_type=f"zones/{zone}/machineTypes/{machine_type}",
+        labels={LABEL: spec.name, "burla-role": role},
+        tags=c.Tags(items=tags),
+        disks=[c.AttachedDisk(boot=True, auto_delete=True, initialize_params=c.AttachedDiskInitializeParams(
+            source_image=spec.image, disk_size_gb=spec.disk_gb))],
+        network_interfaces=[c.NetworkInterface(network=f"global/networks/{spec.network}", access_configs=[
+            c.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")])],
+        metadata=c.Metadata(items=[c.Items(key=k, value=v) for k, v in metadata.items()]),
+    )
+    if spec.spot:
+        inst.scheduling = c.Scheduling(provisioning_model="SPOT", instance_termination_action="DELETE")
+    if spec.service_account:
+        inst.service_accounts = [c.ServiceAccount(email=spec.service_account,
+                                                  scopes=["https://www.googleapis.com/auth/cloud-platform"])]
+    return inst
+
+
+async def _create_in_some_zone(api: Compute, spec: GceSpec, make: Any) -> str:
+    """Create an instance in the first zone with capacity; returns the zone."""
+    tried = []
+    for zone in spec.zones:
+        try:
+            await asyncio.to_thread(api.insert_instance, zone, make(zone))
+            return zone
+        except ZoneExhausted as e:
+            tried.append(f"{zone} ({e})")
+            log.warning("zone %s is out of capacity; trying the next one", zone)
+    raise ProviderError(f"every zone is out of capacity: {'; '.join(tried)}: add zones to provider.zones "
+                        "or pick another machine_type")
+
+
+def reaper_config(spec: GceSpec) -> dict[str, Any]:
+    return {"project": spec.project, "zones": list(spec.zones), "api_endpoint": spec.api_endpoint,
+            "cluster": spec.name, "reap_after_s": spec.reap_after_s}
+
+
+async def up(spec: GceSpec, config_dir: str) -> ClusterRecord:
+    api = Compute(spec.project, spec.api_endpoint)
+    existing = await asyncio.to_thread(lambda: list(api.list_instances(spec.zones, spec.name)))
+    if existing:
+        raise ProviderError(f"cluster {spec.name!r} already has {len(existing)} instance(s): `burla down {spec.name}` first")
+    token = secrets.token_urlsafe(32)
+    pids: list[int] = []
+    extra: dict[str, Any] = {"project": spec.project, "zones": list(spec.zones), "api_endpoint": spec.api_endpoint}
+    try:
+        if spec.head_placement == "local":
+            head_addr, client_addr, http, pid = _start_local_head(spec, token, config_dir)
+            pids.append(pid)
+        else:
+            head_addr, client_addr, http = await _start_head_vm(api, spec, token)
+            extra["head_vm"] = True
+        await asyncio.gather(*(
+            _create_in_some_zone(api, spec, lambda zone, i=i: _instance(
+                spec, zone, f"burla-{spec.name}-node-{i}", "node",
+                node_script(spec.name, head_addr, spec.workers_per_node, spec.idle_timeout_s, spec.worker_image),
+                token, spec.machine_type, [spec.node_tag, *spec.tags]))
+            for i in range(1, spec.nodes + 1)))
+    except BaseException:
+        await down(spec.name, extra)
+        stop_pids(pids)
+        raise
+    return ClusterRecord(spec.name, client_addr, http, token, "gce", pids, extra)
+
+
+def _start_local_head(spec: GceSpec, token: str, config_dir: str) -> tuple[str, str, str, int]:
+    advertise = spec.head_advertise or socket.gethostbyname(socket.gethostname())
+    port = spec.head_port
+    reap = os.path.join(config_dir, f"{spec.name}.gce.json")
+    with open(reap, "w") as f:
+        json.dump(reaper_config(spec), f)
+    log_path = os.path.join(config_dir, f"{spec.name}.head.log")
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "burla", "head", "--host", "0.0.0.0", "--port", str(port), "--http-port",
+             str(port + 1), "--name", spec.name, "--reap-gce", reap],
+            env=dict(os.environ, BURLA_TOKEN=token), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=out, start_new_session=True, cwd="/")
+    return f"{advertise}:{port}", f"127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}", proc.pid
+
+
+async def _start_head_vm(api: Compute, spec: GceSpec, token: str) -> tuple[str, str, str]:
+    from google.cloud import compute_v1 as c
+
+    name = f"burla-{spec.name}-head"
+    meta = {"burla-gce": json.dumps(reaper_config(spec))}
+    zone = await _create_in_some_zone(api, spec, lambda z: _instance(
+        spec, z, name, "head", head_script(spec.name, spec.head_port), token, spec.head_machine_type,
+        [spec.head_tag, *spec.tags], meta))
+    rule = c.Firewall(
+        name=f"burla-{spec.name}-head", network=f"global/networks/{spec.network}", direction="INGRESS",
+        description=f"burla cluster {spec.name}: nodes -> head", source_tags=[spec.node_tag],
+        target_tags=[spec.head_tag], allowed=[c.Allowed(I_p_protocol="tcp", ports=[str(spec.head_port)])])
+    await asyncio.to_thread(api.insert_firewall, rule)
+    inst = await asyncio.to_thread(api.get_instance, zone, name)
+    nic = inst.network_interfaces[0]
+    internal = nic.network_i_p
+    external = nic.access_configs[0].nat_i_p if nic.access_configs else internal
+    return (f"{internal}:{spec.head_port}", f"{external}:{spec.head_port}",
+            f"http://{external}:{spec.head_port + 1}")
+
+
+async def down(name: str, extra: dict[str, Any]) -> int:
+    """Delete every instance labelled with the cluster and its firewall rules."""
+    api = Compute(extra["project"], extra.get("api_endpoint"))
+    zones = tuple(extra["zones"])
+    found = await asyncio.to_thread(lambda: list(api.list_instances(zones, name)))
+    await asyncio.gather(*(asyncio.to_thread(api.delete_instance, zone, inst.name) for zone, inst in found))
+    rules = await asyncio.to_thread(api.list_firewalls, name)
+    await asyncio.gather(*(asyncio.to_thread(api.delete_firewall, r.name) for r in rules))
+    return len(found) + len(rules)
+
+
+async def status(name: str, extra: dict[str, Any]) -> list[dict[str, str]]:
+    api = Compute(extra["project"], extra.get("api_endpoint"))
+    found = await asyncio.to_thread(lambda: list(api.list_instances(tuple(extra["zones"]), name)))
+    return [{"name": inst.name, "zone": zone, "role": inst.labels.get("burla-role", "?"), "state": inst.status}
+            for zone, inst in sorted(found, key=lambda x: x[1].name)]

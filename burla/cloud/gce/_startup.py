@@ -1,0 +1,45 @@
+"""Startup scripts for burla's VMs.
+
+The token is read from instance metadata at boot into the daemon's
+environment; it is never written into the script, a log or a command line.
+The line after ``# burla-node-start`` / ``# burla-head-start`` is the one
+command that starts the daemon (tests run exactly that line locally).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from ..._version import __version__
+
+_PREAMBLE = """#!/bin/bash
+# burla {role} for cluster {cluster} (burla {version})
+set -eu
+md() {{ curl -fs -H 'Metadata-Flavor: Google' "http://metadata.google.internal/computeMetadata/v1/instance/attributes/$1"; }}
+TOKEN="$(md burla-token)"
+if [ ! -x /opt/burla/bin/burla ]; then
+  apt-get update -qq
+  apt-get install -y -qq python3-venv docker.io >/dev/null
+  python3 -m venv /opt/burla
+  /opt/burla/bin/pip install -q 'burla=={version}'
+fi
+"""
+
+
+def node_script(cluster: str, head: str, workers: int | None, idle_timeout_s: int, worker_image: str | None) -> str:
+    args = ["node", "--head", head, "--node-id", "$(hostname)", "--provider", "gce", "--reconnect-for", "300",
+            "--idle-shutdown", str(idle_timeout_s)]
+    if workers:
+        args += ["--workers", str(workers)]
+    cmd = " ".join(a if a.startswith("$(") else shlex.quote(a) for a in args).replace("$(hostname)", '"$(hostname)"')
+    return (_PREAMBLE.format(role="node", cluster=cluster, version=__version__)
+            + f'# burla-node-start\nBURLA_TOKEN="$TOKEN" /opt/burla/bin/burla {cmd}\n'
+            + "# the daemon exits when idle or when the head is gone for good: stop billing\nshutdown -h now\n")
+
+
+def head_script(cluster: str, port: int) -> str:
+    args = ["head", "--host", "0.0.0.0", "--port", str(port), "--http-port", str(port + 1), "--name", cluster,
+            "--reap-gce-metadata"]
+    return (_PREAMBLE.format(role="head", cluster=cluster, version=__version__)
+            + f'# burla-head-start\nBURLA_TOKEN="$TOKEN" BURLA_GCE="$(md burla-gce)" /opt/burla/bin/burla '
+            + " ".join(shlex.quote(a) for a in args) + "\n")

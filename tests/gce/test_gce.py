@@ -1,0 +1,186 @@
+"""The gce provider with the real google-cloud-compute client against a local
+fake Compute Engine (tests/gce/fake_compute.py) whose "VMs" are local processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import burla
+from burla import remote_parallel_map as rpm
+
+from ..conftest import ROOT, wait_until
+from .fake_compute import FakeCompute
+
+PROJECT = "burla-test-1"
+
+
+@pytest.fixture
+def fake(tmp_path):
+    os.environ["FAKE_GCE_LOGS"] = str(tmp_path)
+    f = FakeCompute()
+    yield f
+    f.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1] if s.getsockname()[1] < 65000 else _free_port()
+
+
+def write_spec(tmp_path, fake, name="g1", nodes=2, zones=("us-central1-a",), placement="local", extra=""):
+    port = _free_port()
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(
+        f"name: {name}\n"
+        f"provider: {{type: gce, project: {PROJECT}, zones: [{', '.join(zones)}], api_endpoint: '{fake.endpoint}'}}\n"
+        f"nodes: {nodes}\nworkers_per_node: 1\nmachine_type: e2-standard-2\n"
+        f"head: {{placement: {placement}, advertise: 127.0.0.1, port: {port}}}\n{extra}")
+    return spec
+
+
+def cli(tmp_path, *args, timeout=120):
+    env = dict(os.environ, PYTHONPATH=ROOT, BURLA_CONFIG_DIR=str(tmp_path / "cfg"))
+    env.pop("BURLA_HEAD", None)
+    env.pop("BURLA_TOKEN", None)
+    return subprocess.run([sys.executable, "-m", "burla", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def record(tmp_path, name):
+    return json.loads((tmp_path / "cfg" / "clusters" / f"{name}.json").read_text())
+
+
+def instances(fake, name=None):
+    return sorted(k[2] for k, v in fake.instances.items() if name is None or v["labels"].get("burla-cluster") == name)
+
+
+@pytest.fixture
+def cluster_down(tmp_path, fake):
+    names: list[str] = []
+    yield names
+    burla.shutdown()
+    for name in names:
+        cli(tmp_path, "down", name)
+
+
+def test_up_runs_a_job_then_down_leaves_nothing(tmp_path, fake, cluster_down):
+    spec = write_spec(tmp_path, fake, zones=("us-central1-a", "us-central1-b"))
+    fake.exhausted_zones.add("us-central1-a")  # zone fallback
+    cluster_down.append("g1")
+    up = cli(tmp_path, "up", str(spec))
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert instances(fake) == ["burla-g1-node-1", "burla-g1-node-2"]
+    assert all(k[1] == "us-central1-b" for k in fake.instances)
+    rec = record(tmp_path, "g1")
+    assert rec["token"] not in json.dumps(list(fake.instances.values())[0]["metadata"]["items"][0])  # not in the script
+    burla.connect(rec["head"], rec["token"])
+    assert rpm(abs, range(-20, 0), spinner=False) == list(range(20, 0, -1))
+    status = json.loads(cli(tmp_path, "status", "--json").stdout)
+    assert [i["name"] for i in status["instances"]] == ["burla-g1-node-1", "burla-g1-node-2"]
+    assert {i["state"] for i in status["instances"]} == {"RUNNING"}
+    down = cli(tmp_path, "down")
+    assert down.returncode == 0, down.stderr
+    assert instances(fake) == [] and not fake.procs
+    assert not psutil.pid_exists(rec["pids"][0]) or psutil.Process(rec["pids"][0]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_head_vm_with_firewall_rule(tmp_path, fake, cluster_down):
+    spec = write_spec(tmp_path, fake, name="g2", nodes=1, placement="vm")
+    cluster_down.append("g2")
+    up = cli(tmp_path, "up", str(spec))
+    assert up.returncode == 0, up.stderr
+    assert instances(fake) == ["burla-g2-head", "burla-g2-node-1"]
+    rule = fake.firewalls[(PROJECT, "burla-g2-head")]
+    assert rule["sourceTags"] == ["burla-g2-node"] and rule["targetTags"] == ["burla-g2-head"]
+    assert rule["allowed"] == [{"IPProtocol": "tcp", "ports": [str(rec_port(tmp_path, "g2"))]}]
+    rec = record(tmp_path, "g2")
+    burla.connect(rec["head"], rec["token"])
+    assert rpm(abs, [-3], spinner=False) == [3]
+    assert cli(tmp_path, "down", "g2").returncode == 0
+    assert instances(fake) == [] and fake.firewalls == {}
+
+
+def rec_port(tmp_path, name) -> int:
+    return int(record(tmp_path, name)["head"].rsplit(":", 1)[1])
+
+
+def test_idle_nodes_shut_themselves_down(tmp_path, fake, cluster_down):
+    spec = write_spec(tmp_path, fake, name="g3", nodes=1, extra="idle_timeout_s: 2\n")
+    cluster_down.append("g3")
+    assert cli(tmp_path, "up", str(spec)).returncode == 0
+    key = (PROJECT, "us-central1-a", "burla-g3-node-1")
+    wait_until(lambda: fake.instances[key]["status"] == "TERMINATED", 20, "the idle node VM to stop itself")
+
+
+def slow(x):
+    import time
+
+    time.sleep(0.1)
+    return x
+
+
+def test_vanished_node_vm_inputs_rerun_elsewhere(tmp_path, fake, cluster_down):
+    spec = write_spec(tmp_path, fake, name="g4", nodes=2)
+    cluster_down.append("g4")
+    assert cli(tmp_path, "up", str(spec)).returncode == 0
+    rec = record(tmp_path, "g4")
+    burla.connect(rec["head"], rec["token"])
+    gen = rpm(slow, range(60), generator=True, spinner=False)
+    got = [next(gen)]
+    fake.vanish(PROJECT, "us-central1-a", "burla-g4-node-2")
+    got += list(gen)
+    assert sorted(got) == list(range(60))
+
+
+def test_head_deletes_a_node_that_stops_heartbeating(tmp_path, fake, cluster_down):
+    spec = write_spec(tmp_path, fake, name="g5", nodes=2, extra="reap_after_s: 1\n")
+    cluster_down.append("g5")
+    assert cli(tmp_path, "up", str(spec)).returncode == 0
+    key = (PROJECT, "us-central1-a", "burla-g5-node-1")
+    fake.freeze(*key)  # hung VM: RUNNING but silent
+    wait_until(lambda: key not in fake.instances, 30, "the head to delete the silent node's VM")
+    assert (PROJECT, "us-central1-a", "burla-g5-node-2") in fake.instances
+
+
+@pytest.mark.parametrize("text, message", [
+    ("provider: {type: gce, project: burla-test-1, zone: us-central1-a, zonez: x}\n", "provider.zonez: unknown key"),
+    ("provider: {type: gce, project: burla-test-1, zones: [us-central1-a, 7]}\n", "provider.zones[1]: 7 is not a zone"),
+    ("provider: {type: gce, project: burla-test-1, zone: us-central1-a}\nnodes: 0\n", "nodes: 0 is out of range"),
+    ("provider: {type: gce, project: burla-test-1, zone: us-central1-a}\ndisk_gb: big\n", "disk_gb: must be an integer"),
+    ("provider: {type: gce, project: burla-test-1, zone: us-central1-a}\nhead: {placement: moon}\n", "head.placement"),
+    ("provider: {type: gce, zone: us-central1-a}\n", "provider.project: missing"),
+    ("provider: {type: gce, project: burla-test-1, zone: us-central1-a}\nspot: maybe\n", "spot: must be true or false"),
+])
+def test_bad_gce_yaml_is_reported_before_any_api_call(tmp_path, fake, text, message):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\n" + text)
+    out = cli(tmp_path, "up", str(spec))
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert fake.requests == []
+
+
+def test_permission_and_quota_errors_are_one_clear_message(tmp_path, fake):
+    fake.forbidden_projects.add(PROJECT)
+    out = cli(tmp_path, "up", str(write_spec(tmp_path, fake, name="g6")))
+    assert out.returncode == 1 and "permission denied in project burla-test-1" in out.stderr
+    assert "roles/compute.instanceAdmin.v1" in out.stderr and "Traceback" not in out.stderr
+    fake.forbidden_projects.clear()
+    fake.quota_projects.add(PROJECT)
+    out = cli(tmp_path, "up", str(write_spec(tmp_path, fake, name="g7")))
+    assert out.returncode == 1 and "quota exceeded" in out.stderr and "Traceback" not in out.stderr
+    assert instances(fake) == []
+
+
+def test_every_zone_exhausted(tmp_path, fake):
+    fake.exhausted_zones.update({"us-central1-a", "us-central1-b"})
+    out = cli(tmp_path, "up", str(write_spec(tmp_path, fake, name="g8", zones=("us-central1-a", "us-central1-b"))))
+    assert out.returncode == 1 and "every zone is out of capacity" in out.stderr
