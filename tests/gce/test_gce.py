@@ -184,3 +184,21 @@ def test_every_zone_exhausted(tmp_path, fake):
     fake.exhausted_zones.update({"us-central1-a", "us-central1-b"})
     out = cli(tmp_path, "up", str(write_spec(tmp_path, fake, name="g8", zones=("us-central1-a", "us-central1-b"))))
     assert out.returncode == 1 and "every zone is out of capacity" in out.stderr
+
+
+def test_node_vms_carry_the_clients_own_wheel(tmp_path, fake, cluster_down):
+    import base64
+    import io
+    import zipfile
+
+    spec = write_spec(tmp_path, fake, name="g9", nodes=1)
+    cluster_down.append("g9")
+    assert cli(tmp_path, "up", str(spec)).returncode == 0
+    inst = fake.instances[(PROJECT, "us-central1-a", "burla-g9-node-1")]
+    items = {i["key"]: i["value"] for i in inst["metadata"]["items"]}
+    assert items["burla-wheel-name"] == f"burla-{burla.__version__}-py3-none-any.whl"
+    names = zipfile.ZipFile(io.BytesIO(base64.b64decode(items["burla-wheel"]))).namelist()
+    assert "burla/runtime/_node.py" in names and "burla/scheduler/static/app.js" in names
+    assert len(items["burla-wheel"]) < 256 * 1024  # GCE's limit per metadata value
+    assert items["burla-token"] not in items["startup-script"]
+    assert "md burla-wheel | base64 -d" in items["startup-script"]

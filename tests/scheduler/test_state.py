@@ -211,3 +211,16 @@ def test_restarting_a_busy_node_requeues_its_work():
     assert kinds[:2] == [ReleaseJob, RestartNode]
     # the same node is free again, so it is reassigned and gets the batch back
     assert to_node(cmds, "n1", AssignJob) and to_node(cmds, "n1")[0].start == b.start
+
+
+def test_client_is_told_in_one_line_when_a_node_is_lost():
+    from burla.transport.messages import JobNotice
+
+    s = HeadState()
+    s.node_joined(node("n1"))
+    s.node_joined(node("n2"))
+    s.submit("c", spec(max_parallelism=2), 0)
+    s.input_batch("c", batch("j", 0, 1))
+    holder = next(n.node_id for n in s.nodes.values() if n.inflight)
+    notices = to_client(s.node_left(holder), JobNotice)
+    assert len(notices) == 1 and holder in notices[0].text and "1 input batch" in notices[0].text

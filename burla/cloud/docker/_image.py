@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from ..._errors import ProviderError
 from ..._version import __version__
+from .._wheel import build_wheel
 from ._client import client, translated
 
 DEFAULT_BASE = "python:3.11-slim"
@@ -41,7 +42,7 @@ def build_image(base: str | None = None, tag: str = IMAGE, log: Callable[[str], 
     with tempfile.TemporaryDirectory(prefix="burla-image-") as ctx:
         shutil.copy(_HERE / "Dockerfile", ctx)
         _copy_wheels(_dependency_wheels(py, log), Path(ctx) / "deps")
-        _build_burla_wheel(Path(ctx) / "burla")
+        build_wheel(Path(ctx) / "burla")
         log(f"building {tag} on {base_image} (Python {py})")
         with translated("docker build"):
             image, _ = c.images.build(path=ctx, tag=tag, buildargs={"BASE_IMAGE": base_image}, rm=True, forcerm=True)
@@ -164,15 +165,3 @@ def _copy_wheels(src: Path, dest: Path) -> None:
             os.link(whl, dest / whl.name)
         except OSError:
             shutil.copy(whl, dest / whl.name)
-
-
-def _build_burla_wheel(dest: Path) -> None:
-    project = Path(__file__).resolve().parents[3]
-    if not (project / "setup.cfg").exists():
-        raise ProviderError("`burla image build` needs burla's source tree (install it with pip install -e)")
-    dest.mkdir()
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                             "--wheel-dir", str(dest), str(project)], capture_output=True, text=True,
-                            env=dict(os.environ, SOURCE_DATE_EPOCH="315532800"))
-    if result.returncode != 0:
-        raise ProviderError(f"could not build burla's wheel: {result.stderr.strip()[-500:]}")

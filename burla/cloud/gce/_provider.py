@@ -13,6 +13,7 @@ stop heart-beating.  ``down`` deletes everything carrying the label.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -20,10 +21,13 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from ..._errors import ProviderError
 from .._local import ClusterRecord, stop_pids
+from .._wheel import build_wheel
 from ._api import LABEL, Compute, ZoneExhausted
 from ._spec import GceSpec
 from ._startup import head_script, node_script
@@ -31,11 +35,17 @@ from ._startup import head_script, node_script
 log = logging.getLogger("burla.gce")
 
 
+def _wheel_metadata() -> dict[str, str]:
+    with tempfile.TemporaryDirectory() as d:
+        wheel = build_wheel(Path(d))
+        return {"burla-wheel-name": wheel.name, "burla-wheel": base64.b64encode(wheel.read_bytes()).decode()}
+
+
 def _instance(spec: GceSpec, zone: str, name: str, role: str, script: str, token: str, machine_type: str,
-              tags: list[str], extra_metadata: dict[str, str] | None = None) -> Any:
+              tags: list[str], extra_metadata: dict[str, str]) -> Any:
     from google.cloud import compute_v1 as c
 
-    metadata = {"startup-script": script, "burla-token": token, **(extra_metadata or {})}
+    metadata = {"startup-script": script, "burla-token": token, **extra_metadata}
     inst = c.Instance(
         name=name, machine_type=f"zones/{zone}/machineTypes/{machine_type}",
         labels={LABEL: spec.name, "burla-role": role},
@@ -79,6 +89,7 @@ async def up(spec: GceSpec, config_dir: str) -> ClusterRecord:
     if existing:
         raise ProviderError(f"cluster {spec.name!r} already has {len(existing)} instance(s): `burla down {spec.name}` first")
     token = secrets.token_urlsafe(32)
+    wheel = await asyncio.to_thread(_wheel_metadata)
     pids: list[int] = []
     extra: dict[str, Any] = {"project": spec.project, "zones": list(spec.zones), "api_endpoint": spec.api_endpoint}
     try:
@@ -86,13 +97,13 @@ async def up(spec: GceSpec, config_dir: str) -> ClusterRecord:
             head_addr, client_addr, http, pid = _start_local_head(spec, token, config_dir)
             pids.append(pid)
         else:
-            head_addr, client_addr, http = await _start_head_vm(api, spec, token)
+            head_addr, client_addr, http = await _start_head_vm(api, spec, token, wheel)
             extra["head_vm"] = True
         await asyncio.gather(*(
             _create_in_some_zone(api, spec, lambda zone, i=i: _instance(
                 spec, zone, f"burla-{spec.name}-node-{i}", "node",
                 node_script(spec.name, head_addr, spec.workers_per_node, spec.idle_timeout_s, spec.worker_image),
-                token, spec.machine_type, [spec.node_tag, *spec.tags]))
+                token, spec.machine_type, [spec.node_tag, *spec.tags], wheel))
             for i in range(1, spec.nodes + 1)))
     except BaseException:
         await down(spec.name, extra)
@@ -117,11 +128,11 @@ def _start_local_head(spec: GceSpec, token: str, config_dir: str) -> tuple[str, 
     return f"{advertise}:{port}", f"127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}", proc.pid
 
 
-async def _start_head_vm(api: Compute, spec: GceSpec, token: str) -> tuple[str, str, str]:
+async def _start_head_vm(api: Compute, spec: GceSpec, token: str, wheel: dict[str, str]) -> tuple[str, str, str]:
     from google.cloud import compute_v1 as c
 
     name = f"burla-{spec.name}-head"
-    meta = {"burla-gce": json.dumps(reaper_config(spec))}
+    meta = {"burla-gce": json.dumps(reaper_config(spec)), **wheel}
     zone = await _create_in_some_zone(api, spec, lambda z: _instance(
         spec, z, name, "head", head_script(spec.name, spec.head_port), token, spec.head_machine_type,
         [spec.head_tag, *spec.tags], meta))

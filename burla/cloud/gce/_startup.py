@@ -2,6 +2,9 @@
 
 The token is read from instance metadata at boot into the daemon's
 environment; it is never written into the script, a log or a command line.
+burla itself comes from the client's own wheel, carried base64-encoded in
+the ``burla-wheel`` metadata item (~130 KB, under GCE's 256 KB per value),
+so nodes run exactly the client's version; its dependencies come from PyPI.
 The line after ``# burla-node-start`` / ``# burla-head-start`` is the one
 command that starts the daemon (tests run exactly that line locally).
 """
@@ -21,7 +24,9 @@ if [ ! -x /opt/burla/bin/burla ]; then
   apt-get update -qq
   apt-get install -y -qq python3-venv docker.io >/dev/null
   python3 -m venv /opt/burla
-  /opt/burla/bin/pip install -q 'burla=={version}'
+  WHEEL="/tmp/$(md burla-wheel-name)"
+  md burla-wheel | base64 -d > "$WHEEL"
+  /opt/burla/bin/pip install -q "$WHEEL"
 fi
 """
 
