@@ -137,15 +137,19 @@ class Dask(Engine):
         self.cluster.close()
 
 
+def _start_ray(ncpu: int) -> Any:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    ray.init(num_cpus=ncpu, include_dashboard=False, log_to_driver=False)
+    return ray
+
+
 class RayTasks(Engine):
     name = "ray_tasks"
 
     def start(self):
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        import ray
-
-        ray.init(num_cpus=self.ncpu, include_dashboard=False, log_to_driver=False)
-        self.ray = ray
+        self.ray = _start_ray(self.ncpu)
         self._remote: dict[Any, Any] = {}
 
     def _r(self, fn):
@@ -168,12 +172,9 @@ class RayPool(Engine):
     name = "ray_pool"
 
     def start(self):
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        import ray
+        self.ray = _start_ray(self.ncpu)
         from ray.util.multiprocessing import Pool
 
-        ray.init(num_cpus=self.ncpu, include_dashboard=False, log_to_driver=False)
-        self.ray = ray
         self.pool = Pool(self.ncpu)
 
     def map(self, fn, items):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import queue
 import secrets
 import threading
 from typing import Any, Callable, Iterable, Iterator
 
 from . import _cluster
-from ._errors import ConfigError, ConnectionLost, JobCanceled, JobFailed
+from ._errors import ConfigError, ConnectionLost, JobCanceled
 from ._pickling import Batcher, dumps_function
 from ._progress import Progress
 from ._results import job_error, rebuild

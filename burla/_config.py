@@ -48,3 +48,15 @@ def remove_cluster(name: str) -> None:
     current = config_dir() / "current"
     if current.exists() and current.read_text().strip() == name:
         current.unlink()
+
+
+def load_for_command(name: str | None, command: str) -> dict[str, Any] | None:
+    """The cluster a CLI command acts on, or None after telling the user why there is none."""
+    import sys
+
+    record = load_cluster(name)
+    if record is None:
+        which = f"named {name!r}" if name else "up"
+        print(f"burla {command}: no cluster {which} (start one with `burla up`; without one, "
+              "remote_parallel_map runs on an embedded local cluster)", file=sys.stderr)
+    return record

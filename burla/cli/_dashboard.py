@@ -18,9 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def main(args: argparse.Namespace) -> int:
-    record = _config.load_cluster(args.name)
+    record = _config.load_for_command(args.name, "dashboard")
     if record is None:
-        print("burla dashboard: no cluster is up (start one with `burla up`)", file=sys.stderr)
         return 1
     # The token rides in the fragment, which browsers never send to a server.
     url = f"{record['http']}/login#token={urllib.parse.quote(record['token'])}"

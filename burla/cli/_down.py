@@ -20,8 +20,8 @@ def main(args: argparse.Namespace) -> int:
     if record is None and args.name and _docker_leftovers(args.name):
         record = {"name": args.name, "provider": "docker"}  # crashed before it was recorded
     if record is None:
-        which = f"named {args.name!r}" if args.name else "recorded"
-        print(f"burla down: no cluster {which} (see `burla status`)", file=sys.stderr)
+        record = _config.load_for_command(args.name, "down")
+    if record is None:
         return 1
     if record.get("provider") == "gce":
         import asyncio

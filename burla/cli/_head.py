@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import secrets
 import signal
 import socket
-import sys
 
 from .. import _loop
 from ..scheduler import Head

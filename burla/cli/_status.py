@@ -18,10 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def main(args: argparse.Namespace) -> int:
-    record = _config.load_cluster(args.name)
+    record = _config.load_for_command(args.name, "status")
     if record is None:
-        print("burla status: no cluster is up (start one with `burla up`; without one, "
-              "remote_parallel_map runs on an embedded local cluster)", file=sys.stderr)
         return 1
     try:
         cluster = fetch(record, "/v1/cluster")

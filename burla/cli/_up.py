@@ -60,12 +60,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _start(spec: Any) -> tuple[dict, str, Callable[[], object]]:  # type: ignore[type-arg]
+    from ..cloud import start_local_cluster, stop_pids
     from ..cloud.gce._spec import GceSpec
 
     if isinstance(spec, GceSpec):
         import asyncio
 
-        from ..cloud import stop_pids
         from ..cloud.gce import _provider as gce
 
         cfg = _config.config_dir()
@@ -82,7 +82,6 @@ def _start(spec: Any) -> tuple[dict, str, Callable[[], object]]:  # type: ignore
 
         record = _provider.up(spec.name, spec.nodes, spec.workers_per_node, spec.image, spec.worker_runtime)
         return record.to_json(), f"see `docker logs burla-{spec.name}-head`", lambda: _provider.down(spec.name)
-    from ..cloud import start_local_cluster, stop_pids
 
     log_dir = _config.config_dir() / "logs" / spec.name
     log_dir.mkdir(parents=True, exist_ok=True)

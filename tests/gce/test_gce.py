@@ -8,8 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-
 import psutil
 import pytest
 

@@ -82,7 +82,7 @@ def test_crashed_input_travels_alone_and_fails_after_max_retries():
     s = HeadState()
     s.node_joined(node("n1", workers=1, cpus=1))
     s.submit("c", spec(max_retries=1), 0)
-    b = to_node(s.input_batch("c", batch("j", 0, 5)))[0]
+    assert to_node(s.input_batch("c", batch("j", 0, 5)))[0].start == 0
     s.inputs_done("c", "j", 5)
     cmds = s.batch_lost("n1", "j", 0, crashed_index=2, reason="SIGKILL")
     parts = to_node(cmds, "n1")
@@ -190,7 +190,7 @@ def test_idle_nodes_are_released_to_other_jobs_before_the_job_ends():
     s.node_joined(node("n1"))
     s.node_joined(node("n2"))
     s.submit("c", spec("a"), 0)
-    b = to_node(s.input_batch("c", batch("a", 0, 1)))
+    assert to_node(s.input_batch("c", batch("a", 0, 1)))
     s.inputs_done("c", "a", 1)
     holder = next(n for n in s.nodes.values() if n.inflight)
     idle = next(n for n in s.nodes.values() if n is not holder)

@@ -46,5 +46,5 @@ def head_script(cluster: str, port: int) -> str:
     args = ["head", "--host", "0.0.0.0", "--port", str(port), "--http-port", str(port + 1), "--name", cluster,
             "--reap-gce-metadata"]
     return (_PREAMBLE.format(role="head", cluster=cluster, version=__version__)
-            + f'# burla-head-start\nBURLA_TOKEN="$TOKEN" BURLA_GCE="$(md burla-gce)" /opt/burla/bin/burla '
+            + '# burla-head-start\nBURLA_TOKEN="$TOKEN" BURLA_GCE="$(md burla-gce)" /opt/burla/bin/burla '
             + " ".join(shlex.quote(a) for a in args) + "\n")
