@@ -4,8 +4,8 @@
     results = burla.remote_parallel_map(my_function, my_inputs)
 """
 
-from ._api import remote_parallel_map
-from ._cluster import connect, shutdown
+from typing import Any
+
 from ._errors import (
     AuthenticationError,
     BurlaError,
@@ -48,3 +48,17 @@ __all__ = [
     "remote_parallel_map",
     "shutdown",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The client API loads on first use: worker processes import burla's
+    # runtime without it (and without msgspec in a user's image).
+    if name == "remote_parallel_map":
+        from ._api import remote_parallel_map
+
+        return remote_parallel_map
+    if name in ("connect", "shutdown"):
+        from . import _cluster
+
+        return getattr(_cluster, name)
+    raise AttributeError(f"module 'burla' has no attribute {name!r}")

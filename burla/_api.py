@@ -57,7 +57,7 @@ def remote_parallel_map(
     (``CallTimeout``).  Ctrl-C cancels the job and raises ``JobCanceled``.
     ``image`` runs the workers in that container image (clusters whose nodes
     run workers in containers: ``provider: {type: docker}``; the image needs
-    burla installed, e.g. ``burla image build --base IMAGE --tag NAME``), and
+    only Python >= 3.10 and the function's own dependencies), and
     ``func_gpu`` reserves that many GPUs per call.
     """
     _validate(function_, inputs, func_cpu, func_ram, max_parallelism, max_retries, func_timeout, max_input_bytes)

@@ -147,3 +147,22 @@ def test_head_and_node_commands_form_a_cluster(tmp_path):
                 p.terminate()
                 p.wait(10)
         head.stdout.close()
+
+
+def test_workers_run_without_msgspec_as_in_a_users_image(tmp_path):
+    code = textwrap.dedent("""
+        import burla
+        def probe(x):
+            import sys
+            print("pure worker", x)
+            if x == 2:
+                raise ValueError("boom")
+            return (x * 10, "msgspec" in sys.modules)
+        out = burla.remote_parallel_map(probe, range(4), raise_errors=False, spinner=False)
+        print(out[:2], out[3], type(out[2]).__name__, out[2].burla_input_index)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=dict(_env(tmp_path), BURLA_WORKER_PURE="1"),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "pure worker 3" in out.stdout
+    assert "[(0, False), (10, False)] (30, False) ValueError 2" in out.stdout

@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Callable
 
-from ..transport.messages import LogLine
+from ..transport._codec import LogLine
 
 
 class LineCapture:

@@ -158,6 +158,7 @@ class ContainerLauncher:
                  status_dir: str, labels: dict[str, str], name_prefix: str, ram_bytes: int):
         from ..cloud.docker._client import client
 
+        self.bundle = _write_bundle(os.path.join(status_dir, "bundle"))
         self.docker = client()
         self.token = token
         self.advertise = advertise
@@ -181,6 +182,9 @@ class ContainerLauncher:
         name = f"{self.name_prefix}-w{wid}"
         with translated(f"worker image {image!r} on this node"):
             self.docker.images.get(image)  # never let run() try a pull: no registry
+        env = {"BURLA_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+        if image != self.default_image:  # a user's image: run burla's worker from the shared bundle
+            env["PYTHONPATH"] = self.bundle
         with translated(f"starting worker container {name} from {image}"):
             try:
                 self.docker.containers.get(name).remove(force=True)  # left over from a crash
@@ -189,8 +193,7 @@ class ContainerLauncher:
             return self.docker.containers.run(
                 image, ["-m", "burla.runtime._worker", "--node", self.advertise, "--worker-id", str(wid),
                         "--status-file", status_file],
-                entrypoint=["python3"], name=name, detach=True, network=self.network,
-                environment={"BURLA_TOKEN": self.token, "PYTHONUNBUFFERED": "1"},
+                entrypoint=["python3"], name=name, detach=True, network=self.network, environment=env,
                 volumes={self.status_volume: {"bind": self.status_dir, "mode": "rw"}},
                 labels={**self.labels, "burla.role": "worker"}, mem_limit=self.ram_bytes, device_requests=gpu,
             )
@@ -203,3 +206,26 @@ class ContainerLauncher:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.docker.close)
+
+
+def _write_bundle(dest: str) -> str:
+    """burla, cloudpickle and tblib as pure-Python sources in ``dest`` (on the
+    volume shared with worker containers): with them, any image that has
+    Python >= 3.10 can run a worker (msgspec absent: see transport/_purewire)."""
+    import shutil
+
+    import cloudpickle
+    import tblib
+
+    from .. import __file__ as burla_init
+
+    tmp = dest + ".new"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for module_init in (burla_init, cloudpickle.__file__, tblib.__file__):
+        src = os.path.dirname(module_init)
+        shutil.copytree(src, os.path.join(tmp, os.path.basename(src)),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "static", "Dockerfile"))
+    shutil.rmtree(dest, ignore_errors=True)
+    os.rename(tmp, dest)
+    return dest

@@ -59,6 +59,7 @@ class _Worker:
     wid: int
     status_path: str
     image: str
+    gpus: int = 0
     handle: WorkerHandle | None = None
     conn: Connection | None = None
     job_id: str | None = None
@@ -78,6 +79,7 @@ class _Worker:
 class _Job:
     assign: AssignJob
     pending: deque[InputBatchView] = field(default_factory=deque)
+    start_failures: int = 0  # workers of this job that exited before connecting
 
     @property
     def job_id(self) -> str:
@@ -233,15 +235,15 @@ class NodeDaemon:
         path = os.path.join(self._status_dir, f"w{wid}")
         with open(path, "wb") as f:
             f.write(_STATUS.pack(-1))
-        w = _Worker(wid, path, image)
+        w = _Worker(wid, path, image, self._job_gpus(image))
         self.workers[wid] = w
         assert self._launcher is not None
         try:
-            w.handle = await self._launcher.start(wid, path, image, self._job_gpus(image))
+            w.handle = await self._launcher.start(wid, path, image, w.gpus)
         except ProviderError as e:
             del self.workers[wid]
             self._report_setup_failure(str(e))
-            self._track(self._respawn_later(self._launcher.default_image))
+            self._track(self._respawn_later())
             return
         self._track(self._watch_start(w))
 
@@ -253,12 +255,13 @@ class NodeDaemon:
         if self.job is not None:
             self._to_head(JobSetupFailed(self.job.job_id, f"node {self.node_id}: {message}", "JobFailed"))
 
-    async def _respawn_later(self, image: str) -> None:
-        """Replace a worker that never came up, backing off while that keeps happening."""
+    async def _respawn_later(self) -> None:
+        """Replace a worker that never came up, backing off while that keeps
+        happening; the image is chosen when it starts (the job may have changed)."""
         self._spawn_failures += 1
         await asyncio.sleep(min(10.0, 0.25 * 2 ** self._spawn_failures))
         if not self._stopping and len(self.workers) < self.n_workers:
-            await self._spawn(image)
+            await self._spawn(self._wanted_image())
 
     def _track(self, coro: object) -> None:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -271,9 +274,16 @@ class NodeDaemon:
         await w.handle.wait()
         if w.conn is None and not self._stopping and self.workers.get(w.wid) is w:
             log.warning("worker %d exited (%s) before connecting; replacing it", w.wid, w.handle.exit_reason)
+            job = self.job
+            if job is not None and w.image == (job.assign.image or self._launcher.default_image):  # type: ignore[union-attr]
+                job.start_failures += 1
+                if job.start_failures == 3:  # the job would wait forever for workers that cannot start
+                    self._report_setup_failure(
+                        f"workers in image {w.image!r} exit before connecting ({w.handle.exit_reason}): "
+                        "the image needs python3 >= 3.10 on its PATH")
             del self.workers[w.wid]
             _unlink(w.status_path)
-            await self._respawn_later(self._wanted_image())
+            await self._respawn_later()
 
     async def _on_worker(self, conn: Connection) -> None:
         hello = await conn.recv()
@@ -335,9 +345,14 @@ class NodeDaemon:
         job = self.job
         if job is None or w.conn is None or w.job_id is not None or w.joining:
             return
-        if w.image != (job.assign.image or self._launcher.default_image):  # type: ignore[union-attr]
-            return
         if self._job_workers(job) >= job.assign.n_workers:
+            return
+        if not self._fits(w, job):
+            # An idle worker in the wrong image or without the GPUs (e.g. one still
+            # starting when the job arrived) makes room for one that fits.
+            w.kill_reason = "replaced by a worker in the job's image"
+            if w.handle:
+                w.handle.kill()
             return
         w.joining = True
         self._track(self._start_on(w, job))
@@ -408,18 +423,15 @@ class NodeDaemon:
     def _assign(self, assign: AssignJob) -> None:
         self._release()
         self.job = _Job(assign)
-        wanted = assign.image or self._launcher.default_image  # type: ignore[union-attr]
-        idle = [w for w in self.workers.values() if w.job_id is None and not w.joining]
-        matching = [w for w in idle if w.image == wanted and not assign.func_gpu]
-        # Workers in another image (or without the GPUs) make room for the job's own.
-        for w in [w for w in idle if w not in matching][: max(0, assign.n_workers - len(matching))]:
-            w.kill_reason = "replaced by a worker in the job's image"
-            if w.handle:
-                w.handle.kill()
         if assign.func_ram and self._launcher.runtime == "process":  # type: ignore[union-attr]
             self._track(self._watch_memory(assign.job_id, assign.func_ram))
-        for w in matching:
+        # Fitting workers first; then the others make room for the job's own (_give_job).
+        for w in sorted(self.workers.values(), key=lambda w: not self._fits(w, self.job)):  # type: ignore[arg-type]
             self._give_job(w)
+
+    def _fits(self, w: _Worker, job: _Job) -> bool:
+        return (w.image == (job.assign.image or self._launcher.default_image)  # type: ignore[union-attr]
+                and w.gpus >= job.assign.func_gpu)
 
     def _release(self) -> None:
         """End the current job here: reset idle workers, kill busy ones."""

@@ -29,7 +29,7 @@ import cloudpickle
 
 from ..transport._blocking import BlockingConnection
 from ..transport._payload import pack, unpack
-from ..transport.messages import (
+from ..transport._codec import (
     EndJob,
     Heartbeat,
     InputBatchView,

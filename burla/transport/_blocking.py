@@ -6,14 +6,13 @@ from __future__ import annotations
 import socket
 import threading
 from collections import deque
-
-import msgspec
+from typing import Any
 
 from .._errors import AuthenticationError, ConnectionLost, ProtocolError
 from . import _auth
 from ._config import TransportConfig
 from ._framing import FrameDecoder, frame_parts
-from .messages import Heartbeat, Message, decode, encode_parts
+from ._codec import DecodeError, Heartbeat, decode, encode_parts
 
 
 class BlockingConnection:
@@ -58,7 +57,7 @@ class BlockingConnection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(sock, where, config)
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Any) -> None:
         """Send one message (thread-safe), gathering its parts with sendmsg."""
         views = [memoryview(p).cast("B") for p in frame_parts(encode_parts(msg), self.config.max_frame)]
         with self._send_lock:
@@ -72,7 +71,7 @@ class BlockingConnection:
             except OSError as e:
                 raise ConnectionLost(f"connection to {self.peer} lost: {e}") from None
 
-    def recv(self) -> Message:
+    def recv(self) -> Any:
         while True:
             while not self._pending:
                 try:
@@ -84,7 +83,7 @@ class BlockingConnection:
                 self._pending.extend(self._decoder.buffer_updated(n))
             try:
                 msg = decode(self._pending.popleft())
-            except msgspec.DecodeError as e:
+            except DecodeError as e:
                 raise ProtocolError(f"malformed message from {self.peer}: {e}") from None
             if not isinstance(msg, Heartbeat):
                 return msg

@@ -14,8 +14,6 @@ from typing import Any, Iterable
 
 import cloudpickle
 
-from .messages import payload_view
-
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
@@ -108,6 +106,16 @@ def pack(objects: Iterable[Any]) -> tuple[list[int], bytes]:
     for obj in objects:
         packer.add(obj)
     return packer.take()
+
+
+def payload_view(payload: Any) -> memoryview:
+    """A batch payload as a zero-copy memoryview: bytes, a memoryview, or a
+    received msgspec.Raw (whose MessagePack bin header is skipped)."""
+    if type(payload).__name__ == "Raw":
+        from .messages import payload_view as raw_view
+
+        return raw_view(payload)
+    return memoryview(payload)
 
 
 def unpack(ends: list[int], payload: Any) -> list[Any]:

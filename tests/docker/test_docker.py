@@ -86,6 +86,41 @@ def test_image_parameter_and_missing_image(on):
         rpm(abs, [-1], image="nope:1", spinner=False)
 
 
+def test_any_image_with_python_runs_workers(on):
+    """A user image needs only Python >= 3.10: burla's worker comes from the node's bundle."""
+    base = next(i for i in ("burla-base:bookworm", "python:3.11-slim")
+                if subprocess.run(["docker", "image", "inspect", i], capture_output=True).returncode == 0)
+    assert subprocess.run(["docker", "run", "--rm", "--entrypoint", "python3", base, "-c", "import burla"],
+                          capture_output=True).returncode != 0  # the image really has no burla
+
+    def probe(x):
+        import sys
+
+        return x, "msgspec" in sys.modules, sys.prefix
+
+    out = rpm(probe, range(6), image=base, spinner=False)
+    assert [o[0] for o in out] == list(range(6))
+    assert {o[1] for o in out} == {False} and {o[2] for o in out} != {"/opt/burla"}
+
+
+def test_image_whose_workers_cannot_start_fails_the_job(on):
+    """No hang: workers that die before connecting (here python3 is /bin/false) fail the job."""
+    base = "burla-base:bookworm" if _present("burla-base:bookworm") else "python:3.11-slim"
+    dockerfile = f"FROM {base}\nRUN ln -sf /bin/false /usr/local/bin/python3\n"
+    built = subprocess.run(["docker", "build", "-q", "-t", "burla-test-badpy:1", "-"], input=dockerfile,
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    try:
+        with pytest.raises(burla.JobFailed, match="exit before connecting"):
+            rpm(abs, [-1], image="burla-test-badpy:1", spinner=False)
+    finally:
+        docker("rmi", "-f", "burla-test-badpy:1")
+
+
+def _present(image: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
+
+
 def test_worker_oom_killed_at_its_limit_raises_worker_crashed(on):
     def hog(x):
         block = bytearray(600 << 20)
