@@ -216,3 +216,20 @@ def test_permission_error_names_the_fix():
     with pytest.raises(ProviderError, match="no permission .* 'docker' group"):
         with translated():
             raise PermissionError(13, "Permission denied")
+
+
+def test_local_debian_base_builds_from_nothing(image):
+    """The path a machine with no image at all takes (mmdebstrap + docker import)."""
+    from burla.cloud.docker._client import client
+    from burla.cloud.docker._image import build_local_base, debian_mirror
+
+    assert debian_mirror().startswith("http")
+    tag = "burla-test-base:scratch"
+    c = client()
+    try:
+        build_local_base(c, tag)
+        out = docker("run", "--rm", tag, "python3", "-c", "import sys, venv; print(sys.version_info >= (3, 10))")
+        assert out.strip() == "True"
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+        c.close()

@@ -77,7 +77,7 @@ def _resolve_base(c: Any, base: str | None, log: Callable[[str], None]) -> str:
             ) from None
     if not image_present(c, LOCAL_BASE):
         log(f"{wanted} cannot be pulled here: building a local Debian base {LOCAL_BASE} with mmdebstrap")
-        _build_local_base(c)
+        build_local_base(c)
     return LOCAL_BASE
 
 
@@ -103,7 +103,9 @@ def debian_mirror() -> str:
                         "pass --base with an image you have (`docker images`)")
 
 
-def _build_local_base(c: Any) -> None:
+def build_local_base(c: Any, tag: str = LOCAL_BASE) -> None:
+    """A minimal Debian bookworm with python3 + venv, made with mmdebstrap from
+    this machine's mirror and imported as ``tag`` (no registry involved)."""
     tool = shutil.which("mmdebstrap")
     if tool is None:
         raise ProviderError("building a local Debian base needs mmdebstrap: apt-get install mmdebstrap "
@@ -112,9 +114,9 @@ def _build_local_base(c: Any) -> None:
            "bookworm", "-", debian_mirror()]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        repo, tag = LOCAL_BASE.split(":")
+        repo, version = tag.split(":")
         with translated("docker import"):
-            c.api.import_image_from_stream(proc.stdout, repository=repo, tag=tag, changes=['CMD ["python3"]'])
+            c.api.import_image_from_stream(proc.stdout, repository=repo, tag=version, changes=['CMD ["python3"]'])
     finally:
         _, err = proc.communicate()
     if proc.returncode != 0:
