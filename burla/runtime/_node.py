@@ -50,7 +50,8 @@ from ..transport.messages import (
 from ._launch import Launcher, ProcessLauncher, WorkerHandle
 
 log = logging.getLogger("burla.node")
-_STATUS = struct.Struct("<q")
+_STATUS = struct.Struct("<qd")  # written by the worker: running input (-1: none), its start (monotonic)
+TIMEOUT_GRACE = 2.0  # seconds past func_timeout before the node kills a call that ignored the alarm
 PREFETCH = 2  # batches per worker: one running, one ready (the head sends workers x this)
 
 
@@ -67,12 +68,13 @@ class _Worker:
     outstanding: deque[InputBatchView] = field(default_factory=deque)
     kill_reason: str | None = None
 
-    def running_index(self) -> int:
+    def running(self) -> tuple[int, float]:
+        """(index of the input being run or -1, time.monotonic() it started)."""
         try:
             with open(self.status_path, "rb") as f:
-                return _STATUS.unpack(f.read(_STATUS.size))[0]
+                return _STATUS.unpack(f.read(_STATUS.size))  # type: ignore[return-value]
         except (OSError, struct.error):
-            return -1
+            return -1, 0.0
 
 
 @dataclass
@@ -234,7 +236,7 @@ class NodeDaemon:
         self._next_wid += 1
         path = os.path.join(self._status_dir, f"w{wid}")
         with open(path, "wb") as f:
-            f.write(_STATUS.pack(-1))
+            f.write(_STATUS.pack(-1, 0.0))
         w = _Worker(wid, path, image, self._job_gpus(image))
         self.workers[wid] = w
         assert self._launcher is not None
@@ -320,7 +322,7 @@ class NodeDaemon:
         if self._stopping:
             return
         reason = w.kill_reason or w.handle.exit_reason
-        crashed = w.running_index()
+        crashed = w.running()[0]
         _unlink(w.status_path)
         for batch in w.outstanding:
             inside = batch.start <= crashed < batch.start + len(batch.ends)
@@ -425,6 +427,8 @@ class NodeDaemon:
         self.job = _Job(assign)
         if assign.func_ram and self._launcher.runtime == "process":  # type: ignore[union-attr]
             self._track(self._watch_memory(assign.job_id, assign.func_ram))
+        if assign.func_timeout:
+            self._track(self._watch_timeouts(assign.job_id, assign.func_timeout))
         # Fitting workers first; then the others make room for the job's own (_give_job).
         for w in sorted(self.workers.values(), key=lambda w: not self._fits(w, self.job)):  # type: ignore[arg-type]
             self._give_job(w)
@@ -462,6 +466,19 @@ class NodeDaemon:
             vm = psutil.virtual_memory()
             if not head.closed:
                 head.send_nowait(NodeStats(psutil.cpu_percent(), vm.total - vm.available, vm.total))
+
+    async def _watch_timeouts(self, job_id: str, timeout: float) -> None:
+        """Backstop for func_timeout: kill a worker whose call ran TIMEOUT_GRACE
+        past it (its input is retried, then fails the job with WorkerCrashed)."""
+        while self.job is not None and self.job.job_id == job_id:
+            now = time.monotonic()
+            for w in list(self.workers.values()):
+                index, started = w.running()
+                if w.job_id == job_id and index >= 0 and w.handle and now - started > timeout + TIMEOUT_GRACE:
+                    w.kill_reason = (f"the call of input {index} ran {now - started:.1f}s, past func_timeout="
+                                     f"{timeout:g}s, without yielding to the timeout (stuck in C code?)")
+                    w.handle.kill()
+            await asyncio.sleep(0.25)
 
     async def _watch_memory(self, job_id: str, limit: int) -> None:
         """Enforce func_ram on worker processes: one whose RSS exceeds it is

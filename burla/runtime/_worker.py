@@ -5,10 +5,12 @@ heartbeat thread keeps the node's link alive while a long call runs, and the
 log flusher ships printed lines.  The process exits as soon as its node
 connection closes, so workers never outlive their node daemon.
 
-The worker writes the index of the input it is running into a small shared
-status file (8 bytes) before each call: if the process dies mid-call, the
-node reads it to tell the head which input crashed (the rest of the batch is
-requeued without being charged a retry).
+The worker writes the index of the input it is running, and when it started,
+into a small shared status file (16 bytes) before each call: if the process
+dies mid-call, the node reads it to tell the head which input crashed (the
+rest of the batch is requeued without being charged a retry), and the node's
+watchdog kills a call that ignores ``func_timeout`` (a C call that never
+returns to the interpreter cannot be interrupted by the worker's alarm).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from ..transport._codec import (
 )
 from ._capture import LineCapture
 
-_STATUS = struct.Struct("<q")
+_STATUS = struct.Struct("<qd")  # index of the running input (-1: none), time.monotonic() it started
 
 
 class _CallTimedOut(Exception):
@@ -87,7 +89,7 @@ class Worker:
         fn = self.function
         for i, args in enumerate(unpack(batch.ends, batch.payload)):
             index = batch.start + i
-            _STATUS.pack_into(self.status, 0, index)
+            _STATUS.pack_into(self.status, 0, index, time.monotonic())
             self.capture.index = index
             t0 = time.perf_counter()
             try:
@@ -114,7 +116,7 @@ class Worker:
             ends, payload = pack(results)
         except Exception:
             ends, payload = self._pack_one_by_one(batch.start, results, errors)
-        _STATUS.pack_into(self.status, 0, -1)
+        _STATUS.pack_into(self.status, 0, -1, 0.0)
         return ResultBatch(batch.job_id, batch.start, ends, errors, durations, payload)
 
     @staticmethod

@@ -279,3 +279,16 @@ def test_image_and_gpu_need_capable_nodes(on_cluster):
         rpm(square, [1], func_gpu=1, spinner=False)
     with pytest.raises(burla.ConfigError, match="func_gpu"):
         rpm(square, [1], func_gpu=0)
+
+
+def test_call_that_ignores_the_timeout_is_killed_by_the_node(on_cluster):
+    def stuck(x):
+        import signal
+        import time
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # like C code that never yields
+        time.sleep(60)
+
+    with pytest.raises(burla.WorkerCrashed, match="past func_timeout=0.5s") as info:
+        rpm(stuck, [1], func_timeout=0.5, max_retries=0, spinner=False)
+    assert info.value.input_index == 0
