@@ -17,6 +17,7 @@ from burla import remote_parallel_map as rpm
 from .conftest import ROOT, wait_until
 
 ARTIFACTS = os.path.join(ROOT, "test-artifacts", "dashboard")
+pytestmark = pytest.mark.timeout(900)  # may first install Debian's chromium
 
 
 def _chromium() -> str:

@@ -15,6 +15,10 @@ from burla import remote_parallel_map as rpm
 from ..conftest import wait_until
 from .conftest import burla_cli, cli_env, docker_objects
 
+# The first test also sets up the image fixture: on a fresh machine that is a
+# Debian base, every dependency's wheel and a docker build.
+pytestmark = pytest.mark.timeout(900)
+
 
 def http(record: dict, route: str) -> dict:
     from burla.cli._up import fetch
