@@ -122,7 +122,6 @@ class _JobRun:
         self.max_retries, self.func_timeout = max_retries, func_timeout
         self.max_input_bytes = max_input_bytes
         self.image, self.func_gpu = image, func_gpu
-        self.feed_error: BaseException | None = None
 
     def _target_batch(self, session: Session) -> int:
         workers = session.cluster_workers or 2
@@ -160,7 +159,6 @@ class _JobRun:
                     return
             job.inputs_done(batcher.count)
         except BaseException as e:  # the user's generator raised, or an input is unpicklable
-            self.feed_error = e
             job.events.put(e)
 
     def _consume(self, job: JobChannel) -> Iterator[tuple[int, Any]]:

@@ -158,7 +158,7 @@ async def _get_job(request: web.Request) -> web.Response:
 
 
 async def _get_input(request: web.Request) -> web.Response:
-    index = _int(request, "index", 0, 10**12) if "index" in request.query else int(request.match_info["index"])
+    index = int(request.match_info["index"])  # the route only matches digits
     return web.json_response(request.app[HEAD_KEY].monitor.input_logs(_job(request), index))
 
 

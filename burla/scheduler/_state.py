@@ -137,7 +137,6 @@ class HeadState:
         self.queue: QueueBackend = queue if queue is not None else InProcessQueue()
         self.nodes: dict[str, NodeState] = {}
         self.jobs: dict[str, JobState] = {}  # insertion order = FIFO priority
-        self.finished: list[tuple[str, str]] = []  # (job_id, status), for the API
 
     # --- events: nodes ----------------------------------------------------------
 
@@ -365,7 +364,6 @@ class HeadState:
             cmds += self._release(job, node_id)
         del self.jobs[job.job_id]
         self.queue.delete(job.job_id)
-        self.finished = (self.finished + [(job.job_id, status)])[-100:]
         cmds.append(ToClient(job.client_id, JobEnded(job.job_id, status, error)))
         return cmds + self._settle()
 
