@@ -63,7 +63,7 @@ async def _serve(args: argparse.Namespace, host: str, port: int, token: str) -> 
     if args.worker_runtime == "container":
         import psutil
 
-        from ..runtime._launch import ContainerLauncher
+        from ..cloud.docker._launcher import ContainerLauncher
 
         lhost, _, lport = args.worker_listen.rpartition(":")
         listen = (lhost, int(lport))

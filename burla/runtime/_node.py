@@ -1,14 +1,16 @@
-"""The node daemon (node service): one per machine.
+"""The node daemon (node service): one per machine; the I/O around ``NodeState``.
 
-Registers with the head, keeps ``n_workers`` warm workers (processes, or
-containers with the Docker provider), gives a job the workers it asks for,
-routes input batches to them, watches them, and replaces a worker that dies.
-A worker that dies holding batches is reported to the head batch by batch
-(``BatchLost``) only after its connection has been read to the end, so a
-result it managed to send is never also retried.
+Registers with the head, launches workers (processes, or containers with the
+Docker provider) and turns every message from the head or a worker, every
+worker exit and every watchdog sample into one ``NodeState`` event, then
+carries out the commands that come back.  The policy (which worker runs what,
+when one is killed or replaced, what the head is told) lives in
+``_node_state``; nothing here decides.
 
-After each job the workers are reset in place (``EndJob``); a worker still
-running a call when its job ends (cancel, failure) is killed and replaced.
+A worker's exit is reported only after its connection has been read to the
+end, so a result it managed to send is never also retried.  Every task the
+daemon starts belongs to its ``TaskRegistry``: stopping cancels and awaits
+them, and one that fails stops the daemon with its error.
 
 If the head goes away the node drops the job it had (its results would be
 stale) and, when ``reconnect_for`` is set, keeps trying to register again for
@@ -22,76 +24,41 @@ import logging
 import os
 import secrets
 import socket
-import struct
 import tempfile
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from .._errors import ClusterUnreachable, ConnectionLost, ProtocolError, ProviderError
+from .._retry import retry
+from .._tasks import TaskRegistry
 from ..transport import Connection, TransportConfig, connect, serve
 from ..transport.messages import (
     AssignJob,
-    BatchAssigned,
-    BatchLost,
-    EndJob,
     InputBatchView,
     JobSetupFailed,
     LogBatch,
+    Message,
     NodeHello,
     NodeStats,
     ReleaseJob,
     RestartNode,
     ResultBatchView,
-    StartJob,
     Welcome,
     WorkerHello,
 )
+from . import _status
 from ._launch import Launcher, ProcessLauncher, WorkerHandle
+from ._node_state import ApplyLimits, Command, Kill, NodeState, Respawn, Spawn, ToHead, ToWorker, WorkerPhase
 
 log = logging.getLogger("burla.node")
-_STATUS = struct.Struct("<qd")  # written by the worker: running input (-1: none), its start (monotonic)
-TIMEOUT_GRACE = 2.0  # seconds past func_timeout before the node kills a call that ignored the alarm
-PREFETCH = 2  # batches per worker: one running, one ready (the head sends workers x this)
-
-
-@dataclass
-class _Worker:
-    wid: int
-    status_path: str
-    image: str
-    gpus: int = 0
-    handle: WorkerHandle | None = None
-    conn: Connection | None = None
-    job_id: str | None = None
-    joining: bool = False  # limits being applied before StartJob
-    outstanding: deque[InputBatchView] = field(default_factory=deque)
-    kill_reason: str | None = None
-
-    def running(self) -> tuple[int, float]:
-        """(index of the input being run or -1, time.monotonic() it started)."""
-        try:
-            with open(self.status_path, "rb") as f:
-                return _STATUS.unpack(f.read(_STATUS.size))  # type: ignore[return-value]
-        except (OSError, struct.error):
-            return -1, 0.0
-
-
-@dataclass
-class _Job:
-    assign: AssignJob
-    pending: deque[InputBatchView] = field(default_factory=deque)
-    start_failures: int = 0  # workers of this job that exited before connecting
-
-    @property
-    def job_id(self) -> str:
-        return self.assign.job_id
+WATCH_INTERVAL = 0.2  # seconds between watchdog samples (func_timeout backstop, func_ram of processes)
+HEAD_ERRORS = (ConnectionLost, ClusterUnreachable, ProtocolError)
 
 
 @dataclass(frozen=True)
 class NodeConfig:
     """reconnect_for: seconds to keep retrying a lost head (0: exit at once).
-    status_dir:    where workers' 8-byte status files live (shared with them).
+    status_dir:    where workers' status files live (shared with them).
     idle_shutdown: seconds without a job after which the daemon exits (a
                    cloud VM then shuts itself down: nothing bills while idle).
     """
@@ -101,13 +68,23 @@ class NodeConfig:
     provider: str = "local"
     reconnect_for: float = 0.0
     status_dir: str | None = None
-    idle_shutdown: float = 0.0  # exit after this long without a job (0: never)
+    idle_shutdown: float = 0.0
     transport: TransportConfig = TransportConfig()
+
+
+@dataclass
+class _Proc:
+    """A launched worker as the daemon sees it."""
+
+    status_path: str
+    handle: WorkerHandle | None = None  # None while the launcher is starting it
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    kill_asked: bool = False
 
 
 class NodeDaemon:
     def __init__(self, head_host: str, head_port: int, token: str, config: NodeConfig = NodeConfig(),
-                 launcher: Launcher | None = None, worker_listen: tuple[str, int] | None = None):
+                 launcher: Launcher | None = None, worker_listen: tuple[str, int] | None = None) -> None:
         import psutil
 
         self.head_host, self.head_port, self.token = head_host, head_port, token
@@ -118,343 +95,287 @@ class NodeDaemon:
         self.n_workers = config.n_workers or self.cpus
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.transport = config.transport
-        self.workers: dict[int, _Worker] = {}
-        self.job: _Job | None = None
-        self._launcher = launcher
-        self._worker_listen = worker_listen
-        self._head: Connection | None = None
-        self._next_wid = 0
-        self._spawn_failures = 0
-        self._stopping = False
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if config.status_dir:
             os.makedirs(config.status_dir, exist_ok=True)
-            self._tmp = None
             self._status_dir = config.status_dir
         else:
             shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
             self._tmp = tempfile.TemporaryDirectory(prefix="burla-node-", dir=shm)
             self._status_dir = self._tmp.name
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._main_task: asyncio.Task[None] | None = None
-        self._idle_since = time.monotonic()
+        self._worker_listen = worker_listen
+        self._worker_sock = os.path.join(self._status_dir, "workers.sock")
+        # Local workers: a Unix socket skips the TCP stack on every byte of every
+        # payload (still authenticated like any other connection).
+        self.launcher: Launcher = launcher or ProcessLauncher(f"unix:{self._worker_sock}", token)
+        self.state = NodeState(self.node_id, self.n_workers, self.launcher.default_image)
+        self._procs: dict[int, _Proc] = {}
+        self._conns: dict[int, Connection] = {}
+        self._head: Connection | None = None
+        self._tasks = TaskRegistry(f"node {self.node_id}")
+        self._stop = asyncio.Event()
+        self._stopping = False
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve until the head is gone for good (or ``stop``); workers die with us."""
-        self._main_task = asyncio.current_task()
+        """Serve until the head is gone for good or ``stop()``; workers die with us.
+        A task of the daemon that fails ends this with its error."""
         server = await self._listen_for_workers()
         try:
-            for _ in range(self.n_workers):
-                await self._spawn(self._launcher.default_image)  # type: ignore[union-attr]
+            self._apply(self.state.start())
             if self.config.idle_shutdown:
-                self._track(self._exit_when_idle(self.config.idle_shutdown))
-            await self._serve_heads()
-        except asyncio.CancelledError:
-            pass  # stop()
+                self._tasks.spawn(self._exit_when_idle(self.config.idle_shutdown), "idle-shutdown")
+            self._tasks.spawn(self._watchdog(), "watchdog")
+            await _first_of(self._serve_heads(), self._stop.wait(), self._tasks.failed())
         finally:
             self._stopping = True
             server.close()
-            await self._kill_all()
-            await self._launcher.close()  # type: ignore[union-attr]
+            await self._kill_all()  # while their watchers still run: they see the exits
+            await self._tasks.close()
+            await self.launcher.close()
             if self._tmp is not None:
                 self._tmp.cleanup()
+
+    def stop(self) -> None:
+        """Ask ``run`` to return (safe from a signal handler)."""
+        self._stop.set()
 
     async def _listen_for_workers(self) -> asyncio.Server:
         if self._worker_listen is not None:  # containers reach us over the cluster network
             host, port = self._worker_listen
             return await serve(host, port, self.token, self._on_worker, self.transport)
-        # Local workers: a Unix socket skips the TCP stack on every byte of every
-        # payload (still authenticated like any other connection).
-        address = os.path.join(self._status_dir, "workers.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(address)
+        listener.bind(self._worker_sock)
         listener.listen(128)
-        if self._launcher is None:
-            self._launcher = ProcessLauncher(f"unix:{address}", self.token)
         return await serve(None, None, self.token, self._on_worker, self.transport, sock=listener)
 
-    async def _serve_heads(self) -> None:
-        lost_at: float | None = None
-        delay = 0.2
-        while True:
-            try:
-                self._head = await connect(self.head_host, self.head_port, self.token, self.transport)
-                await self._register(self._head)
-                lost_at, delay = None, 0.2
-                await self._serve_head(self._head)
-            except (ConnectionLost, ClusterUnreachable, ProtocolError) as e:
-                if self._head is not None:
-                    self._head.abort()
-                    self._head = None
-                self._release()  # results for the old session would be stale
-                lost_at = lost_at or time.monotonic()
-                if time.monotonic() - lost_at >= self.config.reconnect_for:
-                    log.warning("node %s: head gone (%s); exiting", self.node_id, e)
-                    return
-                log.warning("node %s: head unreachable (%s); retrying", self.node_id, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    async def _register(self, head: Connection) -> None:
-        launcher = self._launcher
-        assert launcher is not None
-        head.send_nowait(NodeHello(self.node_id, socket.gethostname(), self.cpus, self.ram, self.n_workers,
-                                   provider=self.config.provider, runtime=launcher.runtime, gpus=self.gpus))
-        welcome = await head.recv()
-        if not isinstance(welcome, Welcome):
-            raise ProtocolError(f"head answered {type(welcome).__name__} to NodeHello")
-        log.info("node %s registered with cluster %r", self.node_id, welcome.cluster)
-        self._track(self._report_stats(head))
-
     async def _kill_all(self) -> None:
-        handles = [w.handle for w in self.workers.values() if w.handle and w.handle.alive]
-        for h in handles:
-            h.kill()
-        for h in handles:
+        procs = [p for p in self._procs.values() if p.handle is not None and p.handle.alive]
+        for p in procs:
+            assert p.handle is not None
+            p.handle.kill()
+        for p in procs:
             try:
-                await asyncio.wait_for(h.wait(), 10)
+                await asyncio.wait_for(p.exited.wait(), 10)
             except TimeoutError:
                 log.error("a worker did not die after being killed")
 
-    def stop(self) -> None:
-        if self._main_task is not None:
-            self._main_task.cancel()
-
     async def _exit_when_idle(self, seconds: float) -> None:
+        """Idle means registered with no job: a node still reaching for its
+        head is governed by ``reconnect_for`` instead."""
+        busy_at = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, seconds / 4))
-            if self.job is None and time.monotonic() - self._idle_since >= seconds:
+            now = time.monotonic()
+            if self.state.job is not None or self._head is None:
+                busy_at = now
+            elif now - busy_at >= seconds:
                 log.warning("node %s idle for %gs: exiting", self.node_id, seconds)
                 self.stop()
                 return
 
+    # --- commands -------------------------------------------------------------------
+
+    def _apply(self, cmds: list[Command]) -> None:
+        for cmd in cmds:
+            if self._stopping and isinstance(cmd, (Spawn, Respawn, ApplyLimits)):
+                continue
+            match cmd:
+                case ToHead(msg=msg):
+                    self._to_head(msg)
+                case ToWorker(wid=wid, msg=msg):
+                    conn = self._conns.get(wid)
+                    if conn is not None and not conn.closed:
+                        conn.send_nowait(msg)
+                case Spawn():
+                    self._tasks.spawn(self._spawn(cmd), f"spawn-{cmd.wid}")
+                case Respawn(delay=delay):
+                    self._tasks.spawn(self._respawn_after(delay), "respawn")
+                case ApplyLimits():
+                    self._tasks.spawn(self._apply_limits(cmd), f"limits-{cmd.wid}")
+                case Kill(wid=wid):
+                    self._kill(wid)
+
+    def _to_head(self, msg: Message) -> None:
+        if self._head is not None and not self._head.closed:
+            self._head.send_nowait(msg)
+
+    def _kill(self, wid: int) -> None:
+        proc = self._procs.get(wid)
+        if proc is None:
+            return
+        proc.kill_asked = True
+        if proc.handle is not None:
+            proc.handle.kill()
+
     # --- workers --------------------------------------------------------------------
 
-    async def _spawn(self, image: str) -> None:
-        wid = self._next_wid
-        self._next_wid += 1
-        path = os.path.join(self._status_dir, f"w{wid}")
-        with open(path, "wb") as f:
-            f.write(_STATUS.pack(-1, 0.0))
-        w = _Worker(wid, path, image, self._job_gpus(image))
-        self.workers[wid] = w
-        assert self._launcher is not None
+    async def _spawn(self, cmd: Spawn) -> None:
+        path = os.path.join(self._status_dir, f"w{cmd.wid}")
+        _status.create(path)
+        proc = self._procs[cmd.wid] = _Proc(path)
         try:
-            w.handle = await self._launcher.start(wid, path, image, w.gpus)
+            proc.handle = await self.launcher.start(cmd.wid, path, cmd.image, cmd.gpus)
         except ProviderError as e:
-            del self.workers[wid]
-            self._report_setup_failure(str(e))
-            self._track(self._respawn_later())
+            del self._procs[cmd.wid]
+            _status.remove(path)
+            self._apply(self.state.spawn_failed(cmd.wid, str(e)))
             return
-        self._track(self._watch_start(w))
+        if proc.kill_asked:
+            proc.handle.kill()
+        self._tasks.spawn(self._watch_exit(cmd.wid, proc), f"worker-{cmd.wid}")
 
-    def _job_gpus(self, image: str) -> int:
-        job = self.job
-        return job.assign.func_gpu if job and job.assign.image == image else 0
+    async def _respawn_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._apply(self.state.replace_worker())
 
-    def _report_setup_failure(self, message: str) -> None:
-        if self.job is not None:
-            self._to_head(JobSetupFailed(self.job.job_id, f"node {self.node_id}: {message}", "JobFailed"))
+    async def _apply_limits(self, cmd: ApplyLimits) -> None:
+        proc = self._procs.get(cmd.wid)
+        ok = proc is not None and proc.handle is not None
+        if ok:
+            assert proc is not None and proc.handle is not None
+            try:
+                await self.launcher.set_limits(proc.handle, cmd.func_cpu, cmd.func_ram, cmd.func_gpu)
+            except (ProviderError, OSError) as e:  # the container vanished meanwhile: its exit replaces it
+                log.warning("could not apply limits to worker %d: %s", cmd.wid, e)
+                ok = False
+        self._apply(self.state.limits_applied(cmd.wid, cmd.job_id, ok))
 
-    async def _respawn_later(self) -> None:
-        """Replace a worker that never came up, backing off while that keeps
-        happening; the image is chosen when it starts (the job may have changed)."""
-        self._spawn_failures += 1
-        await asyncio.sleep(min(10.0, 0.25 * 2 ** self._spawn_failures))
-        if not self._stopping and len(self.workers) < self.n_workers:
-            await self._spawn(self._wanted_image())
-
-    def _track(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _watch_start(self, w: _Worker) -> None:
-        """A worker that exits before connecting is replaced (with backoff)."""
-        assert w.handle is not None
-        await w.handle.wait()
-        if w.conn is None and not self._stopping and self.workers.get(w.wid) is w:
-            log.warning("worker %d exited (%s) before connecting; replacing it", w.wid, w.handle.exit_reason)
-            job = self.job
-            if job is not None and w.image == (job.assign.image or self._launcher.default_image):  # type: ignore[union-attr]
-                job.start_failures += 1
-                if job.start_failures == 3:  # the job would wait forever for workers that cannot start
-                    self._report_setup_failure(
-                        f"workers in image {w.image!r} exit before connecting ({w.handle.exit_reason}): "
-                        "the image needs python3 >= 3.10 on its PATH")
-            del self.workers[w.wid]
-            _unlink(w.status_path)
-            await self._respawn_later()
+    async def _watch_exit(self, wid: int, proc: _Proc) -> None:
+        """Wait for the worker's exit.  One that never connected is reported
+        here; a connected one by its connection's reader (``_on_worker``)."""
+        assert proc.handle is not None
+        await proc.handle.wait()
+        proc.exited.set()
+        slot = self.state.workers.get(wid)
+        if slot is not None and slot.phase is WorkerPhase.STARTING and not self._stopping:
+            self._procs.pop(wid, None)
+            _status.remove(proc.status_path)
+            self._apply(self.state.worker_exited(wid, proc.handle.exit_reason))
 
     async def _on_worker(self, conn: Connection) -> None:
         hello = await conn.recv()
-        if not isinstance(hello, WorkerHello) or hello.worker_id not in self.workers:
-            raise ProtocolError(f"unexpected worker hello {hello!r}")
-        w = self.workers[hello.worker_id]
-        w.conn = conn
-        self._spawn_failures = 0
-        self._give_job(w)
+        if not isinstance(hello, WorkerHello):
+            raise ProtocolError(f"a worker opened with {type(hello).__name__}")
+        wid = hello.worker_id
+        try:
+            cmds = self.state.worker_hello(wid)
+        except KeyError:
+            raise ProtocolError(f"unexpected worker hello {hello!r}") from None
+        self._conns[wid] = conn
+        self._apply(cmds)
         try:
             while True:
                 match await conn.recv():
                     case ResultBatchView() as rb:
-                        if w.outstanding and w.outstanding[0].start == rb.start:
-                            w.outstanding.popleft()
-                            self._to_head(rb)
-                            self._pump()
+                        self._apply(self.state.worker_result(wid, rb))
                     case LogBatch() as logs:
-                        self._to_head(logs)
+                        self._apply(self.state.worker_logs(wid, logs))
                     case JobSetupFailed() as failed:
-                        self._to_head(failed)
+                        self._apply(self.state.worker_setup_failed(wid, failed))
                     case other:
                         raise ProtocolError(f"worker sent {type(other).__name__}")
         except (ConnectionLost, ProtocolError):
             pass
         finally:
-            await self._worker_gone(w)
+            self._conns.pop(wid, None)
+            self._apply(self.state.worker_disconnected(wid))
+            await self._reap(wid)
 
-    async def _worker_gone(self, w: _Worker) -> None:
-        assert w.handle is not None
-        w.handle.kill()
-        await w.handle.wait()
-        self.workers.pop(w.wid, None)
+    async def _reap(self, wid: int) -> None:
+        """The worker's connection ended: make sure it is dead, then report it."""
+        proc = self._procs.get(wid)
+        if proc is None:
+            return
+        self._kill(wid)
+        await proc.exited.wait()
+        self._procs.pop(wid, None)
         if self._stopping:
             return
-        reason = w.kill_reason or w.handle.exit_reason
-        crashed = w.running()[0]
-        _unlink(w.status_path)
-        for batch in w.outstanding:
-            inside = batch.start <= crashed < batch.start + len(batch.ends)
-            self._to_head(BatchLost(batch.job_id, batch.start, crashed if inside else -1, reason))
-        if w.outstanding:
-            log.warning("worker %d died holding %d batch(es): %s", w.wid, len(w.outstanding), reason)
-        await self._spawn(self._wanted_image())
+        crashed = _status.read(proc.status_path)[0]
+        _status.remove(proc.status_path)
+        assert proc.handle is not None
+        self._apply(self.state.worker_exited(wid, proc.handle.exit_reason, crashed))
 
-    def _wanted_image(self) -> str:
-        """A replacement worker serves the current job if it lacks workers."""
-        job = self.job
-        default = self._launcher.default_image  # type: ignore[union-attr]
-        if job is not None and self._job_workers(job) < job.assign.n_workers:
-            return job.assign.image or default
-        return default
+    async def _watchdog(self) -> None:
+        """Sample the job's calls: how long each has run (the func_timeout
+        backstop) and, for worker processes, their RSS (func_ram)."""
+        import psutil
 
-    def _job_workers(self, job: _Job) -> int:
-        return sum(1 for x in self.workers.values() if x.job_id == job.job_id or (x.joining and x.job_id is None))
-
-    def _give_job(self, w: _Worker) -> None:
-        """Attach an idle, connected worker of the right image to the job if it needs one."""
-        job = self.job
-        if job is None or w.conn is None or w.job_id is not None or w.joining:
-            return
-        if self._job_workers(job) >= job.assign.n_workers:
-            return
-        if not self._fits(w, job):
-            # An idle worker in the wrong image or without the GPUs (e.g. one still
-            # starting when the job arrived) makes room for one that fits.
-            w.kill_reason = "replaced by a worker in the job's image"
-            if w.handle:
-                w.handle.kill()
-            return
-        w.joining = True
-        self._track(self._start_on(w, job))
-
-    async def _start_on(self, w: _Worker, job: _Job) -> None:
-        a = job.assign
-        try:
-            await self._launcher.set_limits(w.handle, a.func_cpu, a.func_ram, a.func_gpu)  # type: ignore[union-attr, arg-type]
-        except Exception as e:  # the container vanished meanwhile: its watcher replaces it
-            log.warning("could not apply limits to worker %d: %s", w.wid, e)
-            w.joining = False
-            return
-        w.joining = False
-        if self.job is not job or w.conn is None or w.conn.closed:
-            return
-        w.job_id = a.job_id
-        w.conn.send_nowait(StartJob(a.job_id, a.function, a.func_timeout))
-        self._pump()
-
-    def _route(self, batch: InputBatchView) -> None:
-        assert self.job is not None
-        self.job.pending.append(batch)
-        self._pump()
-
-    def _pump(self) -> None:
-        """Hand pending batches to the job's least-loaded workers, at most
-        PREFETCH each (the rest wait here for a worker to free up)."""
-        job = self.job
-        if job is None:
-            return
-        while job.pending:
-            mine = [w for w in self.workers.values()
-                    if w.job_id == job.job_id and w.conn and not w.conn.closed and len(w.outstanding) < PREFETCH]
-            if not mine:
-                return
-            w = min(mine, key=lambda x: len(x.outstanding))
-            batch = job.pending.popleft()
-            w.outstanding.append(batch)
-            w.conn.send_nowait(batch)  # type: ignore[union-attr]
-            self._to_head(BatchAssigned(batch.job_id, batch.start, w.wid))
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            job = self.state.job
+            if job is None or not (job.assign.func_timeout or job.assign.func_ram):
+                continue
+            now = time.monotonic()
+            for wid in self.state.serving():
+                proc = self._procs.get(wid)
+                if proc is None or proc.handle is None or not proc.handle.alive:
+                    continue
+                if job.assign.func_timeout:
+                    index, started = _status.read(proc.status_path)
+                    self._apply(self.state.call_running(wid, index, now - started))
+                if job.assign.func_ram and proc.handle.pid is not None:  # containers: the cgroup enforces it
+                    try:
+                        rss = psutil.Process(proc.handle.pid).memory_info().rss
+                    except psutil.Error:
+                        continue
+                    self._apply(self.state.memory_used(wid, rss))
 
     # --- head -----------------------------------------------------------------------
 
-    def _to_head(self, msg: object) -> None:
-        if self._head is not None and not self._head.closed:
-            self._head.send_nowait(msg)  # type: ignore[arg-type]
+    async def _serve_heads(self) -> None:
+        """Register, serve, and on a lost head try again for ``reconnect_for`` seconds."""
+        while True:
+            try:
+                head = await retry(self._register, retry_on=HEAD_ERRORS, deadline=self.config.reconnect_for,
+                                   what=f"node {self.node_id}: registering")
+            except HEAD_ERRORS as e:
+                log.warning("node %s: head gone (%s); exiting", self.node_id, e)
+                return
+            try:
+                await self._serve_head(head)
+            except HEAD_ERRORS as e:
+                log.warning("node %s: lost the head (%s)", self.node_id, e)
+            finally:
+                head.abort()
+                self._head = None
+                self._apply(self.state.release())  # results for the old session would be stale
+            if not self.config.reconnect_for:
+                log.warning("node %s: head gone; exiting", self.node_id)
+                return
+
+    async def _register(self) -> Connection:
+        head = await connect(self.head_host, self.head_port, self.token, self.transport)
+        try:
+            head.send_nowait(NodeHello(self.node_id, socket.gethostname(), self.cpus, self.ram, self.n_workers,
+                                       provider=self.config.provider, runtime=self.launcher.runtime,
+                                       gpus=self.gpus))
+            welcome = await head.recv()
+            if not isinstance(welcome, Welcome):
+                raise ProtocolError(f"head answered {type(welcome).__name__} to NodeHello")
+        except BaseException:
+            head.abort()
+            raise
+        log.info("node %s registered with cluster %r", self.node_id, welcome.cluster)
+        self._head = head
+        self._tasks.spawn(self._report_stats(head), "stats")
+        return head
 
     async def _serve_head(self, head: Connection) -> None:
         while True:
             match await head.recv():
                 case AssignJob() as assign:
-                    self._assign(assign)
+                    self._apply(self.state.assign(assign))
                 case InputBatchView() as batch:
-                    if self.job and self.job.job_id == batch.job_id:
-                        self._route(batch)
+                    self._apply(self.state.batch(batch))
                 case ReleaseJob(job_id=job_id):
-                    if self.job and self.job.job_id == job_id:
-                        self._release()
+                    self._apply(self.state.release(job_id))
                 case RestartNode():
-                    self._release()
-                    for w in list(self.workers.values()):
-                        w.kill_reason = "node restarted"
-                        if w.handle:
-                            w.handle.kill()
+                    self._apply(self.state.restart())
                 case other:
                     raise ProtocolError(f"head sent {type(other).__name__}")
-
-    def _assign(self, assign: AssignJob) -> None:
-        self._release()
-        self.job = _Job(assign)
-        if assign.func_ram and self._launcher.runtime == "process":  # type: ignore[union-attr]
-            self._track(self._watch_memory(assign.job_id, assign.func_ram))
-        if assign.func_timeout:
-            self._track(self._watch_timeouts(assign.job_id, assign.func_timeout))
-        # Fitting workers first; then the others make room for the job's own (_give_job).
-        for w in sorted(self.workers.values(), key=lambda w: not self._fits(w, self.job)):  # type: ignore[arg-type]
-            self._give_job(w)
-
-    def _fits(self, w: _Worker, job: _Job) -> bool:
-        return (w.image == (job.assign.image or self._launcher.default_image)  # type: ignore[union-attr]
-                and w.gpus >= job.assign.func_gpu)
-
-    def _release(self) -> None:
-        """End the current job here: reset idle workers, kill busy ones."""
-        if self.job is None:
-            return
-        job_id = self.job.job_id
-        self.job = None
-        self._idle_since = time.monotonic()
-        for w in self.workers.values():
-            if w.job_id != job_id:
-                continue
-            w.job_id = None
-            if w.outstanding:
-                w.outstanding.clear()  # the head has already requeued or dropped them
-                w.kill_reason = "job ended while it was running"
-                if w.handle:
-                    w.handle.kill()
-            elif w.conn is not None and not w.conn.closed:
-                w.conn.send_nowait(EndJob(job_id))
 
     async def _report_stats(self, head: Connection) -> None:
         """CPU/RAM of this machine for the dashboard, once a second."""
@@ -467,43 +388,19 @@ class NodeDaemon:
             if not head.closed:
                 head.send_nowait(NodeStats(psutil.cpu_percent(), vm.total - vm.available, vm.total))
 
-    async def _watch_timeouts(self, job_id: str, timeout: float) -> None:
-        """Backstop for func_timeout: kill a worker whose call ran TIMEOUT_GRACE
-        past it (its input is retried, then fails the job with WorkerCrashed)."""
-        while self.job is not None and self.job.job_id == job_id:
-            now = time.monotonic()
-            for w in list(self.workers.values()):
-                index, started = w.running()
-                if w.job_id == job_id and index >= 0 and w.handle and now - started > timeout + TIMEOUT_GRACE:
-                    w.kill_reason = (f"the call of input {index} ran {now - started:.1f}s, past func_timeout="
-                                     f"{timeout:g}s, without yielding to the timeout (stuck in C code?)")
-                    w.handle.kill()
-            await asyncio.sleep(0.25)
 
-    async def _watch_memory(self, job_id: str, limit: int) -> None:
-        """Enforce func_ram on worker processes: one whose RSS exceeds it is
-        killed (its input is retried, then fails the job with WorkerCrashed)."""
-        import psutil
-
-        while self.job is not None and self.job.job_id == job_id:
-            for w in list(self.workers.values()):
-                if w.job_id != job_id or w.handle is None or w.handle.pid is None or not w.handle.alive:
-                    continue
-                try:
-                    rss = psutil.Process(w.handle.pid).memory_info().rss
-                except psutil.Error:
-                    continue
-                if rss > limit:
-                    w.kill_reason = f"used {rss / 2**20:.0f} MiB, over func_ram={limit / 2**20:.0f} MiB"
-                    w.handle.kill()
-            await asyncio.sleep(0.2)
-
-
-def _unlink(path: str) -> None:
+async def _first_of(*aws: object) -> None:
+    """Run the awaitables until the first one finishes; cancel the rest.
+    The first one's error (if any) propagates."""
+    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[call-overload]  # coroutines and futures alike
     try:
-        os.unlink(path)
-    except OSError:
-        pass
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for t in done:
+        t.result()
 
 
 def _count_gpus() -> int:

@@ -20,7 +20,6 @@ import mmap
 import os
 import queue
 import signal
-import struct
 import sys
 import threading
 import time
@@ -43,8 +42,7 @@ from ..transport._codec import (
     WorkerHello,
 )
 from ._capture import LineCapture
-
-_STATUS = struct.Struct("<qd")  # index of the running input (-1: none), time.monotonic() it started
+from ._status import STATUS
 
 
 class _CallTimedOut(Exception):
@@ -89,7 +87,7 @@ class Worker:
         fn = self.function
         for i, args in enumerate(unpack(batch.ends, batch.payload)):
             index = batch.start + i
-            _STATUS.pack_into(self.status, 0, index, time.monotonic())
+            STATUS.pack_into(self.status, 0, index, time.monotonic())
             self.capture.index = index
             t0 = time.perf_counter()
             try:
@@ -116,7 +114,7 @@ class Worker:
             ends, payload = pack(results)
         except Exception:
             ends, payload = self._pack_one_by_one(batch.start, results, errors)
-        _STATUS.pack_into(self.status, 0, -1, 0.0)
+        STATUS.pack_into(self.status, 0, -1, 0.0)
         return ResultBatch(batch.job_id, batch.start, ends, errors, durations, payload)
 
     @staticmethod
@@ -208,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     token = os.environ.pop("BURLA_TOKEN", "")
     with open(args.status_file, "r+b") as f:
-        status = mmap.mmap(f.fileno(), _STATUS.size)
+        status = mmap.mmap(f.fileno(), STATUS.size)
     conn = BlockingConnection.connect(args.node, token)
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the client

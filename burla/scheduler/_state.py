@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..transport.messages import (
+    INITIAL_INPUT_CREDIT,
     AssignJob,
     InputBatch,
     InputCredit,
@@ -42,9 +43,6 @@ from ..transport.messages import (
     payload_bytes,
 )
 from ._queue import InProcessQueue, QueueBackend
-
-# Batches a client may send before its first InputCredit (saves a round trip).
-INITIAL_INPUT_CREDIT = 4
 
 
 @dataclass(frozen=True)
@@ -318,7 +316,8 @@ class HeadState:
             job.nodes[node.node_id] = n
             spec = job.spec
             cmds.append(ToNode(node.node_id, AssignJob(job.job_id, spec.function, n, spec.func_timeout, spec.func_ram,
-                                                       spec.func_cpu, spec.func_gpu, spec.image)))
+                                                       spec.func_cpu, spec.func_gpu, spec.image,
+                                                       self.config.prefetch_per_worker)))
             assigned = True
         return assigned
 

@@ -51,6 +51,9 @@ from typing import Union
 import msgspec
 
 PROTOCOL_VERSION = 1
+# Input batches a client may send with SubmitJob, before its first InputCredit
+# (saves a round trip): part of the protocol, so client and head agree on it.
+INITIAL_INPUT_CREDIT = 4
 
 
 class _Msg(msgspec.Struct, tag=True, array_like=True, omit_defaults=False):
@@ -214,6 +217,7 @@ class AssignJob(_Msg):
     func_cpu: int = 1
     func_gpu: int = 0
     image: str = ""
+    prefetch: int = 2  # batches the node may hold per worker: one running, the rest ready
 
 
 class StartJob(_Msg):

@@ -1,7 +1,8 @@
 """The head's scheduling core, driven without sockets or an event loop."""
 
 from burla.scheduler import HeadConfig, HeadState
-from burla.scheduler._state import INITIAL_INPUT_CREDIT, NodeState, ToClient, ToNode
+from burla.scheduler._state import NodeState, ToClient, ToNode
+from burla.transport.messages import INITIAL_INPUT_CREDIT
 from burla.transport._payload import pack, unpack
 from burla.transport.messages import (
     AssignJob, InputBatch, InputCredit, JobAccepted, JobEnded, ReleaseJob, ResultBatch, SubmitJob,

@@ -1,0 +1,300 @@
+"""The node daemon's policy, driven without processes, sockets or an event loop."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from burla.runtime._node_state import (
+    START_FAILURES_FATAL,
+    TIMEOUT_GRACE,
+    ApplyLimits,
+    Command,
+    Kill,
+    NodeState,
+    Respawn,
+    Spawn,
+    ToHead,
+    ToWorker,
+    WorkerPhase,
+)
+from burla.transport._payload import pack
+from burla.transport.messages import (
+    AssignJob,
+    BatchAssigned,
+    BatchLost,
+    EndJob,
+    InputBatch,
+    InputBatchView,
+    JobSetupFailed,
+    ResultBatch,
+    ResultBatchView,
+    StartJob,
+    decode,
+    encode,
+)
+
+
+def assign(job_id: str = "j", n_workers: int = 2, prefetch: int = 2, image: str = "", func_timeout: float = 0.0,
+           func_ram: int = 0, func_gpu: int = 0) -> AssignJob:
+    return AssignJob(job_id, b"fn", n_workers, func_timeout, func_ram, 1, func_gpu, image, prefetch)
+
+
+def batch(job_id: str, start: int, n: int = 1) -> InputBatchView:
+    ends, payload = pack(range(start, start + n))
+    view = decode(encode(InputBatch(job_id, start, ends, 0, payload)))
+    assert isinstance(view, InputBatchView)
+    return view
+
+
+def result(b: InputBatchView) -> ResultBatchView:
+    view = decode(encode(ResultBatch(b.job_id, b.start, b.ends, [], [0.0] * len(b.ends), b"")))
+    assert isinstance(view, ResultBatchView)
+    return view
+
+
+def of(cmds: list[Command], kind: type) -> list:
+    return [c for c in cmds if isinstance(c, kind)]
+
+
+def sent(cmds: list[Command], kind: type, wid: int | None = None) -> list:
+    return [c.msg for c in of(cmds, ToWorker) if isinstance(c.msg, kind) and wid in (None, c.wid)]
+
+
+def told_head(cmds: list[Command], kind: type) -> list:
+    return [c.msg for c in of(cmds, ToHead) if isinstance(c.msg, kind)]
+
+
+def ready_node(n: int = 2, default_image: str = "") -> NodeState:
+    """A node whose ``n`` workers have started and connected."""
+    s = NodeState("n1", n, default_image)
+    spawns = s.start()
+    assert [c.wid for c in spawns] == list(range(n))
+    for wid in range(n):
+        assert s.worker_hello(wid) == []
+    return s
+
+
+def serving(s: NodeState, a: AssignJob) -> list[Command]:
+    """Assign ``a`` and apply every worker's limits: the workers then serve it."""
+    cmds = s.assign(a)
+    for c in of(cmds, ApplyLimits):
+        cmds += s.limits_applied(c.wid, c.job_id, True)
+    return cmds
+
+
+def test_assign_applies_limits_then_starts_the_job_on_its_workers():
+    s = ready_node(3)
+    cmds = s.assign(assign(n_workers=2))
+    limits = of(cmds, ApplyLimits)
+    assert len(limits) == 2 and all(s.workers[c.wid].phase is WorkerPhase.JOINING for c in limits)
+    started = s.limits_applied(limits[0].wid, "j", True)
+    assert sent(started, StartJob, limits[0].wid)[0].job_id == "j"
+    assert s.workers[limits[0].wid].phase is WorkerPhase.SERVING
+    assert s.serving() == [limits[0].wid]
+
+
+def test_batches_go_to_the_least_loaded_worker_up_to_the_prefetch_the_head_chose():
+    s = ready_node(2)
+    serving(s, assign(prefetch=3))
+    cmds: list[Command] = []
+    for i in range(8):
+        cmds += s.batch(batch("j", i))
+    per_worker = {wid: len(sent(cmds, InputBatchView, wid)) for wid in (0, 1)}
+    assert per_worker == {0: 3, 1: 3}
+    assert len(told_head(cmds, BatchAssigned)) == 6
+    assert [b.start for b in s.job.pending] == [6, 7]
+    # a result frees one slot on that worker, which takes the next pending batch
+    first = s.workers[0].outstanding[0]
+    cmds = s.worker_result(0, result(first))
+    assert told_head(cmds, ResultBatchView)[0].start == first.start
+    assert [b.start for b in sent(cmds, InputBatchView, 0)] == [6]
+
+
+def test_a_result_for_a_batch_the_worker_does_not_hold_is_dropped():
+    s = ready_node(1)
+    serving(s, assign(n_workers=1))
+    s.batch(batch("j", 0))
+    assert s.worker_result(0, result(batch("j", 5))) == []
+    assert len(s.workers[0].outstanding) == 1
+
+
+def test_batches_of_another_job_are_ignored():
+    s = ready_node(1)
+    serving(s, assign("a", n_workers=1))
+    assert s.batch(batch("b", 0)) == []
+    assert not s.job.pending and not s.workers[0].outstanding
+
+
+def test_a_worker_that_dies_reports_each_batch_with_the_crashed_input_only_where_it_belongs():
+    s = ready_node(1)
+    serving(s, assign(n_workers=1, prefetch=2))
+    s.batch(batch("j", 0, 3))
+    s.batch(batch("j", 3, 3))
+    s.worker_disconnected(0)
+    assert s.workers[0].phase is WorkerPhase.EXITING
+    assert s.batch(batch("j", 6)) == []  # nothing is routed to a worker whose connection ended
+    cmds = s.worker_exited(0, "worker died from SIGKILL", crashed_index=1)
+    lost = told_head(cmds, BatchLost)
+    assert [(b.start, b.crashed_index) for b in lost] == [(0, 1), (3, -1)]
+    assert all(b.reason == "worker died from SIGKILL" for b in lost)
+    (spawn,) = of(cmds, Spawn)
+    assert spawn.wid == 1 and 1 in s.workers and 0 not in s.workers
+    # the replacement joins the running job once it connects
+    limits = of(s.worker_hello(1), ApplyLimits)
+    assert limits and limits[0].job_id == "j"
+    assert [b.start for b in sent(s.limits_applied(1, "j", True), InputBatchView)] == [6]
+
+
+def test_kill_reason_wins_over_the_exit_reason():
+    s = ready_node(1)
+    serving(s, assign(n_workers=1, func_timeout=1.0))
+    s.batch(batch("j", 0))
+    assert s.call_running(0, 0, 1.0 + TIMEOUT_GRACE - 0.1) == []
+    assert of(s.call_running(0, 0, 1.0 + TIMEOUT_GRACE + 0.1), Kill) == [Kill(0)]
+    lost = told_head(s.worker_exited(0, "worker died from SIGKILL", 0), BatchLost)
+    assert "past func_timeout=1s" in lost[0].reason
+
+
+def test_memory_over_func_ram_kills_the_worker():
+    s = ready_node(1)
+    serving(s, assign(n_workers=1, func_ram=100 << 20))
+    assert s.memory_used(0, 99 << 20) == []
+    assert s.memory_used(0, 101 << 20) == [Kill(0)]
+    assert "over func_ram=100 MiB" in s.workers[0].kill_reason
+
+
+def test_watchdog_samples_are_ignored_without_a_limit_or_a_job():
+    s = ready_node(1)
+    assert s.call_running(0, 0, 1e6) == [] and s.memory_used(0, 1 << 40) == []
+    serving(s, assign(n_workers=1))
+    assert s.call_running(0, 0, 1e6) == [] and s.memory_used(0, 1 << 40) == []
+
+
+def test_release_resets_idle_workers_and_kills_busy_ones():
+    s = ready_node(2)
+    serving(s, assign(n_workers=2, prefetch=1))
+    s.batch(batch("j", 0))
+    busy = next(w.wid for w in s.workers.values() if w.outstanding)
+    idle = 1 - busy
+    cmds = s.release("j")
+    assert sent(cmds, EndJob, idle) and not sent(cmds, EndJob, busy)
+    assert of(cmds, Kill) == [Kill(busy)]
+    assert s.job is None and all(w.phase is WorkerPhase.IDLE and w.job_id is None for w in s.workers.values())
+    # the killed worker's exit reports nothing lost: the head already requeued its batch
+    cmds = s.worker_exited(busy, "worker died from SIGKILL", 0)
+    assert not told_head(cmds, BatchLost) and of(cmds, Spawn)
+
+
+def test_release_of_another_job_changes_nothing():
+    s = ready_node(1)
+    serving(s, assign("a", n_workers=1))
+    assert s.release("b") == [] and s.job is not None
+
+
+def test_a_doomed_worker_is_never_given_a_job():
+    s = ready_node(2)
+    serving(s, assign("a", n_workers=2, prefetch=1))
+    s.batch(batch("a", 0))
+    s.release("a")  # kills the busy worker
+    cmds = s.assign(assign("b", n_workers=2))
+    assert len(of(cmds, ApplyLimits)) == 1
+
+
+def test_limits_applied_for_a_job_that_ended_meanwhile_are_ignored():
+    s = ready_node(1)
+    (stale,) = of(s.assign(assign("a", n_workers=1)), ApplyLimits)
+    (fresh,) = of(s.assign(assign("b", n_workers=1)), ApplyLimits)  # "a" ends; the worker joins "b"
+    assert (stale.job_id, fresh.job_id) == ("a", "b")
+    assert s.limits_applied(stale.wid, "a", True) == []
+    assert sent(s.limits_applied(fresh.wid, "b", True), StartJob)[0].job_id == "b"
+
+
+def test_limits_that_fail_leave_the_worker_idle():
+    s = ready_node(1)
+    (limits,) = of(s.assign(assign(n_workers=1)), ApplyLimits)
+    assert s.limits_applied(limits.wid, "j", False) == []
+    assert s.workers[limits.wid].phase is WorkerPhase.IDLE
+
+
+def test_at_most_n_workers_of_the_job():
+    s = ready_node(4)
+    cmds = serving(s, assign(n_workers=3))
+    assert len(sent(cmds, StartJob)) == 3 and len(s.serving()) == 3
+
+
+def test_workers_in_the_wrong_image_make_room_for_the_jobs_image():
+    s = ready_node(2, default_image="burla:1")
+    cmds = s.assign(assign(n_workers=2, image="user:1"))
+    assert sorted(c.wid for c in of(cmds, Kill)) == [0, 1]
+    assert "job's image" in s.workers[0].kill_reason
+    cmds = s.worker_exited(0, "worker container killed (SIGKILL)")
+    (spawn,) = of(cmds, Spawn)
+    assert spawn.image == "user:1"
+
+
+def test_workers_that_never_connect_back_off_then_fail_the_job():
+    s = NodeState("n1", 1, "img")
+    s.start()
+    s.assign(assign(n_workers=1))
+    delays = []
+    wid = 0
+    for attempt in range(1, START_FAILURES_FATAL + 1):
+        cmds = s.worker_exited(wid, "worker exited with code 127")
+        (respawn,) = of(cmds, Respawn)
+        delays.append(respawn.delay)
+        failed = told_head(cmds, JobSetupFailed)
+        assert bool(failed) == (attempt == START_FAILURES_FATAL)
+        (spawn,) = of(s.replace_worker(), Spawn)
+        wid = spawn.wid
+    assert delays == sorted(delays) and delays[0] > 0
+    assert "python3 >= 3.10" in failed[0].message and failed[0].kind == "JobFailed"
+    # once a worker connects, the backoff starts over
+    s.worker_hello(wid)
+    s.worker_exited(wid, "worker died from SIGKILL")
+    s.replace_worker()
+    assert of(s.worker_exited(wid + 1, "x"), Respawn)[0].delay == delays[0]
+
+
+def test_a_launcher_failure_is_reported_to_the_job_and_retried():
+    s = NodeState("n1", 1)
+    s.start()
+    s.assign(assign(n_workers=1))
+    cmds = s.spawn_failed(0, "image 'x' not found")
+    assert "image 'x' not found" in told_head(cmds, JobSetupFailed)[0].message
+    assert of(cmds, Respawn) and 0 not in s.workers
+    assert of(s.replace_worker(), Spawn)
+    assert s.replace_worker() == []  # the pool is full again
+
+
+def test_restart_kills_every_worker():
+    s = ready_node(3)
+    serving(s, assign(n_workers=2))
+    cmds = s.restart()
+    assert sorted(c.wid for c in of(cmds, Kill)) == [0, 1, 2] and s.job is None
+    assert all(s.workers[w].kill_reason == "node restarted" for w in range(3))
+
+
+def test_a_hello_from_an_unknown_or_connected_worker_is_refused():
+    s = ready_node(1)
+    with pytest.raises(KeyError):
+        s.worker_hello(7)
+    with pytest.raises(KeyError):
+        s.worker_hello(0)
+
+
+def test_exit_of_an_unknown_worker_is_ignored():
+    assert NodeState("n1", 1).worker_exited(3, "x") == []
+
+
+def test_prefetch_comes_from_the_head():
+    assert msgspec.structs.fields(AssignJob)[-1].name == "prefetch"
+    from burla.scheduler import HeadConfig, HeadState
+    from burla.scheduler._state import NodeState as HeadNode
+    from burla.transport.messages import SubmitJob
+
+    head = HeadState(HeadConfig(prefetch_per_worker=5))
+    head.node_joined(HeadNode("n1", "h", 2, 8 << 30, 2))
+    cmds = head.submit("c", SubmitJob("j", "f", b"fn", 1, 0, 0, 3, 0.0, True), 0)
+    (a,) = [c.msg for c in cmds if isinstance(c.msg, AssignJob)]
+    assert a.prefetch == 5
