@@ -34,7 +34,7 @@ class Burla(Engine):
 
     def start(self) -> None:
         import burla
-        from burla import _cluster
+        from burla.client import _cluster
         from burla.cloud import start_local_cluster
 
         if self.nodes > 1:  # S1: same CPUs, split over nodes

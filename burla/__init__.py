@@ -4,7 +4,7 @@
     results = burla.remote_parallel_map(my_function, my_inputs)
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     AuthenticationError,
@@ -25,6 +25,9 @@ from ._errors import (
     WorkerCrashed,
 )
 from ._version import __version__
+
+if TYPE_CHECKING:  # typed for users' checkers; at run time loaded on first use (see __getattr__)
+    from .client import connect, remote_parallel_map, shutdown
 
 __all__ = [
     "AuthenticationError",
@@ -53,12 +56,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The client API loads on first use: worker processes import burla's
     # runtime without it (and without msgspec in a user's image).
-    if name == "remote_parallel_map":
-        from ._api import remote_parallel_map
+    if name in ("connect", "remote_parallel_map", "shutdown"):
+        from . import client
 
-        return remote_parallel_map
-    if name in ("connect", "shutdown"):
-        from . import _cluster
-
-        return getattr(_cluster, name)
+        return getattr(client, name)
     raise AttributeError(f"module 'burla' has no attribute {name!r}")

@@ -239,7 +239,7 @@ class _pickle_by_reference:
 
     def __init__(self, cloudpickle, module):
         self.module = module
-        from burla import _pickling
+        from burla.client import _pickling
 
         self._pickling = _pickling
 

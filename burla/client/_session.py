@@ -2,9 +2,12 @@
 
 User code calls in from any thread (a script's main thread, a Jupyter cell
 whose loop is already running, an async app): all socket work happens on the
-session's own uvloop thread, and results reach the caller through a
-thread-safe queue per job.  The thread also keeps heartbeats flowing while
-the caller is busy, so a long-running consumer never looks dead to the head.
+session's own uvloop thread, and a job's events reach the caller through its
+``JobChannel``.  The thread also keeps heartbeats flowing while the caller is
+busy, so a long-running consumer never looks dead to the head.
+
+No caller waits blindly: a wait on the loop thread has a deadline or watches
+the thread, so a dead thread or connection surfaces as ``ConnectionLost``.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import logging
 import queue
 import sys
 import threading
+import time
 from typing import Any, Coroutine, TypeVar
 
-from . import _loop
-from ._errors import ConnectionLost, ProtocolError
-from .transport import Connection, TransportConfig, connect
-from .transport.messages import (
+from .. import _loop
+from .._errors import ConnectionLost, ProtocolError
+from ..transport import Connection, TransportConfig, connect
+from ..transport.messages import (
+    INITIAL_INPUT_CREDIT,
     CancelJob,
     ClientHello,
     InputBatch,
@@ -30,26 +35,29 @@ from .transport.messages import (
     JobEnded,
     JobNotice,
     LogBatch,
+    LogLine,
     Message,
     ResultAck,
     ResultBatchView,
     SubmitJob,
     Welcome,
 )
-from .scheduler._state import INITIAL_INPUT_CREDIT
+from ._events import Ended, JobEvent, Lost, Results
 
 log = logging.getLogger("burla.client")
 T = TypeVar("T")
+LIVENESS_CHECK = 1.0  # seconds between checks that the loop thread still runs, while a caller waits
+CONNECT_TIMEOUT = 30.0  # seconds for connect + hello (the transport bounds each step further)
+CLOSE_TIMEOUT = 2.0
 
 
 class JobChannel:
-    """One job's traffic.  ``events`` carries ResultBatch, JobEnded and
-    ConnectionLost instances to the consuming thread."""
+    """One job's traffic between the loop thread and the caller."""
 
-    def __init__(self, session: "Session", job_id: str):
+    def __init__(self, session: Session, job_id: str) -> None:
         self.session = session
         self.job_id = job_id
-        self.events: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[JobEvent] = queue.SimpleQueue()
         self.n_workers = 0
         self.ended = False
         self._credit = INITIAL_INPUT_CREDIT
@@ -63,15 +71,23 @@ class JobChannel:
                 self._credit_changed.set()
             case JobAccepted(n_workers=n):
                 self.n_workers = n
-            case ResultBatchView() | JobEnded():
-                if isinstance(msg, JobEnded):
-                    self.ended = True
-                    self._credit_changed.set()
-                self.events.put(msg)
+            case ResultBatchView():
+                self._events.put(Results(msg))
+            case JobEnded():
+                self._end()
+                self._events.put(Ended(msg))
             case LogBatch(lines=lines):
                 _print_lines(lines)
             case JobNotice(text=text):
                 _print_notice(text)
+
+    def _lost(self, error: ConnectionLost) -> None:
+        self._end()
+        self._events.put(Lost(error))
+
+    def _end(self) -> None:
+        self.ended = True
+        self._credit_changed.set()
 
     async def _send_batch(self, batch: InputBatch) -> bool:
         while self._credit <= 0 and not self.ended:
@@ -84,12 +100,30 @@ class JobChannel:
         return True
 
     # caller side
+    def put(self, event: JobEvent) -> None:
+        self._events.put(event)
+
+    def next_event(self, timeout: float | None = None) -> JobEvent | None:
+        """The next event; None once ``timeout`` seconds pass without one.
+        A loop thread that died yields ``Lost`` instead of a hang."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = LIVENESS_CHECK if deadline is None else min(LIVENESS_CHECK, deadline - time.monotonic())
+            try:
+                return self._events.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                pass
+            if not self.session.running:
+                return Lost(ConnectionLost(f"the client's connection thread for {self.session.address} stopped"))
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
     def send_batch(self, batch: InputBatch) -> bool:
         """Block until the head grants credit, then send; False if the job ended."""
         return self.session.call(self._send_batch(batch))
 
     def send_nowait(self, msg: Message) -> None:
-        self.session.loop.call_soon_threadsafe(self.session.send_quietly, msg)
+        self.session.post(msg)
 
     def inputs_done(self, total: int) -> None:
         self.send_nowait(InputsDone(self.job_id, total))
@@ -102,12 +136,14 @@ class JobChannel:
         if self.ended:
             return None
         self.send_nowait(CancelJob(self.job_id, reason))
+        deadline = time.monotonic() + timeout
         try:
-            while True:
-                ev = self.events.get(timeout=timeout)
-                if isinstance(ev, (JobEnded, ConnectionLost)):
-                    return ev if isinstance(ev, JobEnded) else None
-        except queue.Empty:
+            while (left := deadline - time.monotonic()) > 0:
+                match self.next_event(left):
+                    case Ended(msg=msg):
+                        return msg
+                    case Lost() | None:
+                        return None
             return None
         finally:
             self.close()
@@ -117,23 +153,46 @@ class JobChannel:
 
 
 class Session:
-    def __init__(self, host: str, port: int, token: str, transport: TransportConfig = TransportConfig()):
+    def __init__(self, host: str, port: int, token: str, transport: TransportConfig = TransportConfig()) -> None:
         self.address = f"{host}:{port}"
         self.loop = _loop.new_event_loop()
         self.jobs: dict[str, JobChannel] = {}
-        self.dead: BaseException | None = None
+        self.dead: ConnectionLost | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, name="burla-client", daemon=True)
         self._thread.start()
         try:
-            self.conn, welcome = self.call(self._connect(host, port, token, transport))
+            self.conn, welcome = self.call(self._connect(host, port, token, transport), CONNECT_TIMEOUT)
         except BaseException:
             self.close()
             raise
         self.cluster_workers = welcome.workers
-        self.call(self._start_reader())
+        self.call(self._start_reader(), CONNECT_TIMEOUT)
 
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and self.loop.is_running()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop thread and wait for it: at most ``timeout``
+        seconds (then ConnectionLost), and never past the thread's death."""
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = LIVENESS_CHECK if deadline is None else min(LIVENESS_CHECK, deadline - time.monotonic())
+            try:
+                return fut.result(max(wait, 0.0))
+            except concurrent.futures.TimeoutError:
+                pass
+            if not self.running or (deadline is not None and time.monotonic() >= deadline):
+                fut.cancel()
+                why = "stopped" if not self.running else f"did not answer within {timeout:g}s"
+                raise ConnectionLost(f"the client's connection to {self.address} {why}")
+
+    def post(self, msg: Message) -> None:
+        """Send ``msg`` from any thread without waiting (dropped once the connection is gone)."""
+        if self.running:
+            self.loop.call_soon_threadsafe(self._send_quietly, msg)
 
     async def _connect(self, host: str, port: int, token: str, transport: TransportConfig) -> tuple[Connection, Welcome]:
         conn = await connect(host, port, token, transport)
@@ -157,11 +216,9 @@ class Session:
         except (ConnectionLost, ProtocolError) as e:
             self.dead = ConnectionLost(f"lost the connection to the burla head at {self.address}: {e}")
             for job in list(self.jobs.values()):
-                job.ended = True
-                job._credit_changed.set()
-                job.events.put(self.dead)
+                job._lost(self.dead)
 
-    def send_quietly(self, msg: Message) -> None:
+    def _send_quietly(self, msg: Message) -> None:
         if not self.conn.closed:
             self.conn.send_nowait(msg)
 
@@ -180,21 +237,24 @@ class Session:
             if total is not None:
                 self.conn.send_nowait(InputsDone(spec.job_id, total))
 
-        self.call(go())
+        self.call(go(), CONNECT_TIMEOUT)
         return job
 
     def close(self) -> None:
+        """Close the connection and stop the loop thread (bounded by CLOSE_TIMEOUT each)."""
         async def shut() -> None:
+            if self._reader is not None:
+                self._reader.cancel()
             if hasattr(self, "conn"):
                 await self.conn.close(timeout=1.0)
 
-        if self.loop.is_running():
+        if self.running:
             try:
-                asyncio.run_coroutine_threadsafe(shut(), self.loop).result(timeout=2)
-            except (concurrent.futures.TimeoutError, Exception):
+                asyncio.run_coroutine_threadsafe(shut(), self.loop).result(timeout=CLOSE_TIMEOUT)
+            except (concurrent.futures.TimeoutError, ConnectionLost, OSError):
                 pass
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=2)
+            self._thread.join(timeout=CLOSE_TIMEOUT)
 
 
 def _print_notice(text: str) -> None:
@@ -205,7 +265,7 @@ def _print_notice(text: str) -> None:
         pass
 
 
-def _print_lines(lines: list) -> None:
+def _print_lines(lines: list[LogLine]) -> None:
     out, err = [], []
     for line in lines:
         (err if line.stream == 2 else out).append(line.text + "\n")

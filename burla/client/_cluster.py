@@ -13,8 +13,8 @@ import atexit
 import os
 import threading
 
-from . import _config
-from ._errors import ConfigError
+from .. import _config
+from .._errors import ConfigError
 from ._session import Session
 
 _lock = threading.Lock()
@@ -70,7 +70,7 @@ def session() -> Session:
         target = _resolve()
         if target is None:
             if _embedded is None:
-                from .cloud import start_local_cluster
+                from ..cloud import start_local_cluster
 
                 _embedded = start_local_cluster(name="embedded", attached=True)
                 atexit.register(shutdown)

@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterator
 
 import cloudpickle
 
-from ._errors import InputTooBig, SerializationError
-from .transport._payload import Packer
+from .._errors import InputTooBig, SerializationError
+from ..transport._payload import Packer
 
 MAX_FUNCTION_BYTES = 100 * 1024 * 1024
 _system_dirs = tuple(

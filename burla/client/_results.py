@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pickle
 
-from ._errors import JOB_ERROR_KINDS, CallTimeout, JobCanceled, JobFailed, RemoteError
-from .transport.messages import ItemError, JobError
+from .._errors import JOB_ERROR_KINDS, CallTimeout, JobCanceled, JobFailed, RemoteError
+from ..transport.messages import ItemError, JobError
 
 
 def rebuild(err: ItemError) -> BaseException:

@@ -1,0 +1,10 @@
+"""The client: ``remote_parallel_map`` and which cluster it runs on.
+
+It talks to a head over ``burla.transport`` only; the embedded cluster (no
+cluster configured) is started through ``burla.cloud``'s local provider.
+"""
+
+from ._api import remote_parallel_map
+from ._cluster import connect, shutdown
+
+__all__ = ["connect", "remote_parallel_map", "shutdown"]

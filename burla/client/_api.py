@@ -1,0 +1,98 @@
+"""``remote_parallel_map``: the one call users make."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator
+
+from .._errors import ConfigError
+from ._job import JobOptions, JobRun
+
+MAX_INPUT_BYTES = 256 * 1024 * 1024
+
+
+def remote_parallel_map(
+    function_: Callable[..., Any],
+    inputs: Iterable[Any],
+    func_cpu: int = 1,
+    func_ram: float | None = None,
+    max_parallelism: int | None = None,
+    generator: bool = False,
+    raise_errors: bool = True,
+    spinner: bool = True,
+    *,
+    ordered: bool | None = None,
+    max_retries: int = 3,
+    func_timeout: float | None = None,
+    max_input_bytes: int = MAX_INPUT_BYTES,
+    image: str | None = None,
+    func_gpu: int | None = None,
+) -> Any:
+    """Call ``function_`` on every input, in parallel on the cluster.
+
+    A tuple input is unpacked into positional arguments; anything else is
+    passed as the single argument.  ``inputs`` may be any iterable, including
+    an endless generator (it is streamed with bounded memory).
+
+    Returns a list of results in input order, or with ``generator=True`` an
+    iterator yielding results as they complete (``ordered=True``: in input
+    order).  ``func_cpu``/``func_ram`` (GiB) reserve resources per call;
+    ``func_ram`` is enforced (a worker over it is killed and its input
+    retried).  ``max_parallelism`` caps concurrent calls.  An exception
+    raised by the function is re-raised here as its own type with the remote
+    traceback and ``exc.burla_input_index``; with ``raise_errors=False`` it
+    takes the input's place in the results instead.  A worker that dies
+    mid-call has its input retried up to ``max_retries`` times (then
+    ``WorkerCrashed``); ``func_timeout`` seconds bounds one call
+    (``CallTimeout``).  Ctrl-C cancels the job and raises ``JobCanceled``.
+    ``image`` runs the workers in that container image (clusters whose nodes
+    run workers in containers: ``provider: {type: docker}``; the image needs
+    only Python >= 3.10 and the function's own dependencies), and
+    ``func_gpu`` reserves that many GPUs per call.
+    """
+    _validate(function_, inputs, func_cpu, func_ram, max_parallelism, max_retries, func_timeout, max_input_bytes)
+    if image is not None and (not isinstance(image, str) or not image):
+        raise ConfigError(f"image must be a container image name, got {image!r}")
+    if func_gpu is not None and (not isinstance(func_gpu, int) or isinstance(func_gpu, bool) or func_gpu < 1):
+        raise ConfigError(f"func_gpu must be a whole number of GPUs >= 1, got {func_gpu!r}")
+    options = JobOptions(func_cpu, func_ram, max_parallelism, raise_errors, spinner, max_retries, func_timeout,
+                         max_input_bytes, image or "", func_gpu or 0)
+    run = JobRun(function_, inputs, options)
+    if generator:
+        return _ordered(run.results()) if ordered else (value for _, value in run.results())
+    if run.total is not None:
+        out: list[Any] = [None] * run.total
+        for index, value in run.results():
+            out[index] = value
+        return out
+    got = dict(run.results())
+    return [got[i] for i in range(len(got))]
+
+
+def _ordered(results: Iterator[tuple[int, Any]]) -> Iterator[Any]:
+    waiting: dict[int, Any] = {}
+    nxt = 0
+    for index, value in results:
+        waiting[index] = value
+        while nxt in waiting:
+            yield waiting.pop(nxt)
+            nxt += 1
+
+
+def _validate(fn: object, inputs: object, func_cpu: object, func_ram: object, max_parallelism: object,
+              max_retries: object, func_timeout: object, max_input_bytes: object) -> None:
+    if not callable(fn):
+        raise ConfigError(f"function_ must be callable, got {type(fn).__name__}")
+    if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__iter__"):
+        raise ConfigError(f"inputs must be an iterable of inputs (a list, generator...), got {type(inputs).__name__}")
+    if not isinstance(func_cpu, int) or isinstance(func_cpu, bool) or func_cpu < 1:
+        raise ConfigError(f"func_cpu must be a whole number of CPUs >= 1, got {func_cpu!r}")
+    if func_ram is not None and (not isinstance(func_ram, (int, float)) or func_ram <= 0):
+        raise ConfigError(f"func_ram must be a positive number of GiB, got {func_ram!r}")
+    if max_parallelism is not None and (not isinstance(max_parallelism, int) or max_parallelism < 1):
+        raise ConfigError(f"max_parallelism must be an int >= 1, got {max_parallelism!r}")
+    if not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
+    if func_timeout is not None and (not isinstance(func_timeout, (int, float)) or func_timeout <= 0):
+        raise ConfigError(f"func_timeout must be a positive number of seconds, got {func_timeout!r}")
+    if not isinstance(max_input_bytes, int) or max_input_bytes < 1:
+        raise ConfigError(f"max_input_bytes must be a positive int, got {max_input_bytes!r}")

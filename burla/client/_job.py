@@ -1,0 +1,153 @@
+"""One ``remote_parallel_map`` call: submit, feed inputs, consume results.
+
+``JobRun.results()`` yields ``(input index, value)`` as result batches arrive.
+Inputs that do not fit in the first write are sent by a ``Feeder`` thread the
+run owns: it stops when the job ends, and the run joins it on the way out.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from .._errors import ConnectionLost, JobCanceled
+from ..transport._payload import unpack
+from ..transport.messages import INITIAL_INPUT_CREDIT, InputBatch, SubmitJob
+from . import _cluster
+from ._events import Ended, FeedFailed, Lost, Results
+from ._pickling import Batcher, dumps_function
+from ._progress import Progress
+from ._results import job_error, rebuild
+from ._session import JobChannel, Session
+
+MAX_BATCH_ITEMS = 1024
+FEEDER_JOIN_TIMEOUT = 1.0  # seconds to wait for the feeder after the job ended (it may sit in the user's generator)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    func_cpu: int
+    func_ram: float | None
+    max_parallelism: int | None
+    raise_errors: bool
+    spinner: bool
+    max_retries: int
+    func_timeout: float | None
+    max_input_bytes: int
+    image: str
+    func_gpu: int
+
+
+class Feeder:
+    """The thread that streams a job's remaining inputs under the head's credit."""
+
+    def __init__(self, job: JobChannel, batcher: Batcher) -> None:
+        self.job, self.batcher = job, batcher
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"burla-feeder-{job.job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for start, ends, payload in self.batcher:
+                if self._stop.is_set() or not self.job.send_batch(InputBatch(self.job.job_id, start, ends, 0, payload)):
+                    return
+            self.job.inputs_done(self.batcher.count)
+        except ConnectionLost:
+            return  # the consumer sees the same loss
+        except BaseException as e:  # the user's generator raised, or an input is unpicklable
+            self.job.put(FeedFailed(e))
+
+    def stop(self) -> None:
+        """Ask the thread to stop after its current batch, and wait for it a
+        little (it may be inside the user's generator, which nothing can interrupt)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(FEEDER_JOIN_TIMEOUT)
+
+
+class JobRun:
+    def __init__(self, fn: Callable[..., Any], inputs: Iterable[Any], options: JobOptions) -> None:
+        self.fn_name = getattr(fn, "__name__", type(fn).__name__)
+        self.blob = dumps_function(fn)  # errors before anything is sent
+        self.inputs = inputs
+        self.total = len(inputs) if hasattr(inputs, "__len__") else None
+        self.options = options
+
+    def _target_batch(self, session: Session) -> int:
+        workers = session.cluster_workers or 2
+        if self.options.max_parallelism:
+            workers = min(workers, self.options.max_parallelism)
+        if self.total is None:
+            return MAX_BATCH_ITEMS
+        return max(1, min(MAX_BATCH_ITEMS, math.ceil(self.total / (4 * workers))))
+
+    def _spec(self, job_id: str) -> SubmitJob:
+        o = self.options
+        return SubmitJob(job_id, self.fn_name, self.blob, o.func_cpu, int(o.func_ram * 2**30) if o.func_ram else 0,
+                         o.max_parallelism or 0, o.max_retries, float(o.func_timeout or 0), o.raise_errors, o.image,
+                         o.func_gpu)
+
+    def results(self) -> Iterator[tuple[int, Any]]:
+        if self.total == 0:
+            return
+        session = _cluster.session()
+        batcher = Batcher(self.inputs, self._target_batch(session), self.options.max_input_bytes)
+        job_id = f"{self.fn_name}-{secrets.token_urlsafe(6)}"
+        first = []
+        while len(first) < INITIAL_INPUT_CREDIT and (b := batcher.next_batch()) is not None:
+            first.append(InputBatch(job_id, b[0], b[1], 0, b[2]))
+        if not first:  # an empty generator
+            return
+        done_total = batcher.count if batcher.exhausted else None
+        job = session.submit(self._spec(job_id), first, done_total)
+        feeder = Feeder(job, batcher) if done_total is None else None
+        if feeder is not None:
+            feeder.start()
+        try:
+            yield from self._consume(job)
+        finally:
+            if feeder is not None:
+                feeder.stop()
+
+    def _consume(self, job: JobChannel) -> Iterator[tuple[int, Any]]:
+        progress = Progress(self.fn_name, self.total, enabled=self.options.spinner)
+        finished = False
+        try:
+            while True:
+                match job.next_event():
+                    case Results(batch=rb):
+                        values = unpack(rb.ends, rb.payload)
+                        for err in rb.errors:
+                            exc = rebuild(err)
+                            if self.options.raise_errors:
+                                raise exc
+                            values[err.index - rb.start] = exc
+                        job.ack()
+                        progress.advance(len(values))
+                        for i, value in enumerate(values):
+                            yield rb.start + i, value
+                    case Ended(msg=ended):
+                        finished = True
+                        if ended.status != "done":
+                            raise job_error(ended.error)
+                        return
+                    case Lost(error=error):
+                        finished = True
+                        raise error
+                    case FeedFailed(error=error):
+                        raise error
+        except KeyboardInterrupt:
+            job.cancel("canceled by the user (Ctrl-C)")
+            finished = True
+            raise JobCanceled("job canceled by user (Ctrl-C); its workers were stopped") from None
+        finally:
+            progress.close()
+            if not finished:  # an error above, or the caller dropped the generator
+                job.cancel("the client stopped the job")
+            job.close()
