@@ -15,7 +15,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import ConnectionLost, ProtocolError
 from ..transport import Connection, TransportConfig, serve
@@ -40,6 +40,10 @@ from ..transport.messages import (
 )
 from ._monitor import Monitor
 from ._state import Command, HeadConfig, HeadState, NodeState, ToClient, ToNode
+from ._view import NodeInfo, cluster_summary
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("burla.head")
 
@@ -68,12 +72,12 @@ class Head:
         self.started_at = time.time()
         self.monitor = Monitor()
         self.node_watcher = node_watcher
-        self.node_info: dict[str, dict[str, object]] = {}  # address, provider, last_seen, stats
+        self.node_info: dict[str, NodeInfo] = {}
         self._clients: dict[str, Connection] = {}
         self._nodes: dict[str, Connection] = {}
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
-        self._http_runner: object | None = None
+        self._http_runner: web.AppRunner | None = None
         self._tick_task: asyncio.Task[None] | None = None
         self._http_task: asyncio.Task[None] | None = None
 
@@ -96,7 +100,7 @@ class Head:
     async def _start_http(self, sock: socket.socket) -> None:
         from ._http import start_http  # aiohttp is slow to import: keep it off the start-up path
 
-        self._http_runner = await start_http(self, sock)
+        self._http_runner = await start_http(self, self.token, sock)
 
     async def stop(self) -> None:
         if self._tick_task:
@@ -106,7 +110,7 @@ class Head:
         for conn in list(self._clients.values()) + list(self._nodes.values()):
             conn.abort()
         if self._http_runner is not None:
-            await self._http_runner.cleanup()  # type: ignore[attr-defined]
+            await self._http_runner.cleanup()
 
     async def _tick(self) -> None:
         while True:
@@ -162,9 +166,7 @@ class Head:
             self._nodes.pop(node_id).abort()
             self._run(self.state.node_left(node_id))
         self._nodes[node_id] = conn
-        info: dict[str, object] = {"address": conn.peer, "provider": hello.provider, "last_seen": time.time(),
-                                   "joined_at": time.time(), "stats": None}
-        self.node_info[node_id] = info
+        info = self.node_info[node_id] = NodeInfo(conn.peer, hello.provider, time.time(), time.time())
         conn.send_nowait(Welcome(self.name))
         log.info("node %s joined from %s (%d CPUs, %d workers)", node_id, conn.peer, hello.cpus, hello.n_workers)
         if self.node_watcher is not None:
@@ -174,7 +176,7 @@ class Head:
         try:
             while True:
                 msg = await conn.recv()
-                info["last_seen"] = time.time()
+                info.last_seen = time.time()
                 match msg:
                     case ResultBatchView() as rb:
                         self._run(self.state.result(node_id, rb))
@@ -186,7 +188,7 @@ class Head:
                     case BatchAssigned(job_id=job_id, start=start, worker_id=worker):
                         self.monitor.assigned(job_id, start, worker)
                     case NodeStats() as stats:
-                        info["stats"] = stats
+                        info.stats = stats
                     case BatchLost(job_id=job_id, start=start, crashed_index=crashed, reason=reason):
                         if (job_id, start) in self.state.nodes[node_id].inflight:
                             self.monitor.lost(job_id, start, crashed)
@@ -207,7 +209,10 @@ class Head:
                     self.node_watcher.node_lost(node_id)
                 self._run(self.state.node_left(node_id))
 
-    # --- actions from the API ---------------------------------------------------
+    # --- the view the HTTP layer is given (_view.HeadView) -------------------------
+
+    def cluster_summary(self) -> dict[str, Any]:
+        return cluster_summary(self.name, self.started_at, self.state, self.node_info)
 
     def cancel_job(self, job_id: str, reason: str) -> bool:
         if job_id not in self.state.jobs:

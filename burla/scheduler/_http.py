@@ -17,14 +17,17 @@ import json
 import socket
 import time
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from ._head import Head
+from ._monitor import JobRecord
+from ._view import HeadView
 
-HEAD_KEY: web.AppKey["Head"] = web.AppKey("head")
+HEAD_KEY: web.AppKey[HeadView] = web.AppKey("head")
+TOKEN_KEY: web.AppKey[str] = web.AppKey("token")
+CLOSING_KEY: web.AppKey[asyncio.Event] = web.AppKey("closing")
+EVENTS_INTERVAL = 0.5  # seconds between server-sent snapshots
 COOKIE = "burla_session"
 PUBLIC = ("/login", "/static/")
 _STATIC = resources.files("burla.scheduler") / "static"
@@ -42,7 +45,7 @@ def _equal(a: str, b: str) -> bool:
 async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     if request.path.startswith(PUBLIC):
         return await handler(request)
-    token = request.app[HEAD_KEY].token
+    token = request.app[TOKEN_KEY]
     bearer = request.headers.get("Authorization", "")
     if bearer.startswith("Bearer ") and _equal(bearer[7:].strip(), token):
         return await handler(request)
@@ -73,7 +76,7 @@ async def _login_form(request: web.Request) -> web.Response:
 
 
 async def _login(request: web.Request) -> web.Response:
-    token = request.app[HEAD_KEY].token
+    token = request.app[TOKEN_KEY]
     form = await request.post()
     if not _equal(str(form.get("token", "")), token):
         return _login_page(status=401, message="That is not this cluster's token.")
@@ -99,33 +102,11 @@ async def _static(request: web.Request) -> web.Response:
 # --- JSON API ------------------------------------------------------------------------------
 
 
-def cluster_summary(head: "Head") -> dict[str, Any]:
-    state = head.state
-    nodes = []
-    now = time.time()
-    for n in state.nodes.values():
-        info = head.node_info.get(n.node_id, {})
-        stats = info.get("stats")
-        nodes.append({
-            "node_id": n.node_id, "host": n.host, "provider": info.get("provider", "local"),
-            "address": info.get("address"), "state": "busy" if n.job_id else "idle", "cpus": n.cpus,
-            "ram_bytes": n.ram_bytes, "workers": n.n_workers, "job_id": n.job_id,
-            "last_heartbeat_s": round(now - info["last_seen"], 2) if "last_seen" in info else None,  # type: ignore[operator]
-            "cpu_percent": stats.cpu_percent if stats else None,  # type: ignore[attr-defined]
-            "ram_used": stats.ram_used if stats else None,  # type: ignore[attr-defined]
-        })
-    return {
-        "name": head.name, "status": "up", "uptime_s": round(now - head.started_at, 1), "nodes": nodes,
-        "workers": sum(n.n_workers for n in state.nodes.values()),
-        "cpus": sum(n.cpus for n in state.nodes.values()), "jobs_running": len(state.jobs),
-    }
-
-
-def jobs_summary(head: "Head") -> list[dict[str, Any]]:
+def jobs_summary(head: HeadView) -> list[dict[str, Any]]:
     return [head.monitor.summary(j) for j in reversed(head.monitor.jobs.values())]
 
 
-def _job(request: web.Request):  # type: ignore[no-untyped-def]
+def _job(request: web.Request) -> JobRecord:
     job = request.app[HEAD_KEY].monitor.jobs.get(request.match_info["job_id"])
     if job is None:
         raise web.HTTPNotFound(text=json.dumps({"error": "no such job"}), content_type="application/json")
@@ -141,11 +122,11 @@ def _int(request: web.Request, key: str, default: int, hi: int) -> int:
 
 
 async def _get_session(request: web.Request) -> web.Response:
-    return web.json_response({"csrf": _derive(request.app[HEAD_KEY].token, "csrf")})
+    return web.json_response({"csrf": _derive(request.app[TOKEN_KEY], "csrf")})
 
 
 async def _get_cluster(request: web.Request) -> web.Response:
-    return web.json_response(cluster_summary(request.app[HEAD_KEY]))
+    return web.json_response(request.app[HEAD_KEY].cluster_summary())
 
 
 async def _get_jobs(request: web.Request) -> web.Response:
@@ -178,24 +159,39 @@ async def _restart(request: web.Request) -> web.Response:
 
 async def _events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: a snapshot every ``interval`` seconds."""
-    head = request.app[HEAD_KEY]
+    head, closing = request.app[HEAD_KEY], request.app[CLOSING_KEY]
     job_id = request.query.get("job")
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
-    while True:
-        snapshot: dict[str, Any] = {"cluster": cluster_summary(head), "jobs": jobs_summary(head)}
+    while not closing.is_set():
+        snapshot: dict[str, Any] = {"cluster": head.cluster_summary(), "jobs": jobs_summary(head)}
         if job_id and (job := head.monitor.jobs.get(job_id)):
             snapshot["job"] = head.monitor.detail(job, _int(request, "offset", 0, 10**12), 500)
         try:
             await resp.write(f"data: {json.dumps(snapshot)}\n\n".encode())
         except (ConnectionError, RuntimeError):
             return resp
-        await asyncio.sleep(0.5)
+        try:
+            await asyncio.wait_for(closing.wait(), EVENTS_INTERVAL)
+        except TimeoutError:
+            pass
+    return resp
 
 
-async def start_http(head: "Head", sock: socket.socket) -> web.AppRunner:
+async def _streams_end_on_shutdown(app: web.Application) -> AsyncIterator[None]:
+    """The app's life: at shutdown, event streams end at once instead of
+    holding the runner for its shutdown timeout."""
+    app[CLOSING_KEY] = asyncio.Event()
+    yield
+    app[CLOSING_KEY].set()
+
+
+async def start_http(head: HeadView, token: str, sock: socket.socket) -> web.AppRunner:
+    """Serve the API and dashboard on ``sock``; ``await runner.cleanup()`` stops it."""
     app = web.Application(middlewares=[_auth], client_max_size=64 * 1024)
     app[HEAD_KEY] = head
+    app[TOKEN_KEY] = token
+    app.cleanup_ctx.append(_streams_end_on_shutdown)
     r = app.router
     r.add_get("/", _index)
     r.add_get("/login", _login_form)
