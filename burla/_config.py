@@ -1,12 +1,34 @@
 """Where burla keeps what ``burla up`` recorded: one JSON file per cluster
-(mode 0600, it holds the token) plus ``current`` naming the latest."""
+(mode 0600, it holds the token) plus ``current`` naming the latest, and the
+``ClusterRecord`` those files hold."""
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+import msgspec
+
+from ._errors import ConfigError
+
+
+class ClusterRecord(msgspec.Struct, kw_only=True):
+    """What ``burla up`` writes to the config directory and ``burla down``,
+    ``burla status`` and later clients read."""
+
+    name: str
+    provider: str = "local"
+    head: str = ""  # host:port for clients
+    http: str = ""  # http://host:port
+    token: str = ""
+    pids: list[int] = msgspec.field(default_factory=list)  # processes on this machine (local heads, nodes)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)  # provider-specific (project, zones...)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        return out
 
 
 def config_dir() -> Path:
@@ -20,18 +42,18 @@ def _cluster_path(name: str) -> Path:
     return config_dir() / "clusters" / f"{name}.json"
 
 
-def save_cluster(record: dict[str, Any]) -> Path:
-    path = _cluster_path(record["name"])
+def save_cluster(record: ClusterRecord) -> Path:
+    path = _cluster_path(record.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2)
+    with os.fdopen(fd, "wb") as f:
+        f.write(msgspec.json.format(msgspec.json.encode(record), indent=2))
     os.chmod(path, 0o600)
-    (config_dir() / "current").write_text(record["name"])
+    (config_dir() / "current").write_text(record.name)
     return path
 
 
-def load_cluster(name: str | None = None) -> dict[str, Any] | None:
+def load_cluster(name: str | None = None) -> ClusterRecord | None:
     if name is None:
         current = config_dir() / "current"
         if not current.exists():
@@ -40,7 +62,10 @@ def load_cluster(name: str | None = None) -> dict[str, Any] | None:
     path = _cluster_path(name)
     if not path.exists():
         return None
-    return json.loads(path.read_text())  # type: ignore[no-any-return]
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=ClusterRecord)
+    except msgspec.DecodeError as e:
+        raise ConfigError(f"{path} is not a cluster record ({e}): remove it, or `burla down {name}`") from None
 
 
 def remove_cluster(name: str) -> None:
@@ -50,10 +75,8 @@ def remove_cluster(name: str) -> None:
         current.unlink()
 
 
-def load_for_command(name: str | None, command: str) -> dict[str, Any] | None:
+def load_for_command(name: str | None, command: str) -> ClusterRecord | None:
     """The cluster a CLI command acts on, or None after telling the user why there is none."""
-    import sys
-
     record = load_cluster(name)
     if record is None:
         which = f"named {name!r}" if name else "up"

@@ -83,9 +83,9 @@ class Clusters:
 
 
 def http_get(cluster: LocalCluster, route: str) -> dict:
-    from burla.cli._up import fetch
+    from burla.cli._fetch import fetch
 
-    return fetch(cluster.record.to_json(), route)
+    return fetch(cluster.record, route)
 
 
 def wait_for_nodes(cluster: LocalCluster, nodes: int) -> None:

@@ -9,7 +9,7 @@ import sys
 import psutil
 import pytest
 
-from burla.cli._spec import ClusterSpec
+from burla.cloud import load_spec
 from burla import ConfigError
 from burla.cloud import stop_pids
 
@@ -77,19 +77,86 @@ def test_up_rejects_unknown_key_by_name(tmp_path, cli_env):
     spec = tmp_path / "bad.yaml"
     spec.write_text("name: x\nnodez: 2\n")
     out = burla_cli("up", str(spec), env=cli_env)
-    assert out.returncode == 2 and "unknown key 'nodez'" in out.stderr
+    assert out.returncode == 2 and "bad.yaml: nodez: unknown key" in out.stderr
 
 
 @pytest.mark.parametrize("text, message", [
-    ("nodes: two\n", "'nodes' must be an integer"),
-    ("provider: {type: aws}\n", "provider type 'aws' is not supported"),
-    ("workers_per_node: 0\n", "'workers_per_node' must be an integer >= 1"),
+    ("nodes: two\n", "nodes: expected int, got str; write e.g. nodes: 2"),
+    ("provider: {type: aws}\n", "provider.type: provider type 'aws' is not supported"),
+    ("workers_per_node: 0\n", "workers_per_node: expected int >= 1"),
+    ("provider: {type: docker, worker_runtime: vm}\n", "provider.worker_runtime: invalid enum value 'vm'"),
+    ("provider: {type: local, image: x}\n", "provider.image: unknown key"),
     ("- a\n- b\n", "must be a mapping"),
     ("name: [x\n", "not valid YAML"),
 ])
 def test_cluster_yaml_errors(text, message):
     with pytest.raises(ConfigError, match=message):
-        ClusterSpec.from_yaml_text(text)
+        load_spec(text)
+
+
+@pytest.fixture
+def fake_env(tmp_path, cli_env):
+    return dict(cli_env, BURLA_PROVIDERS="fake=tests.fake_provider:FakeProvider",
+                FAKE_PROVIDER_LOG=str(tmp_path / "provider.log"))
+
+
+def provider_calls(tmp_path) -> list[str]:
+    path = tmp_path / "provider.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_cli_drives_any_provider_through_the_interface(tmp_path, fake_env):
+    spec = tmp_path / "fake.yaml"
+    spec.write_text("name: f1\nprovider: {type: fake}\nnodes: 1\nworkers_per_node: 1\n")
+    assert burla_cli("up", str(spec), env=fake_env).returncode == 0
+    status = json.loads(burla_cli("status", "--json", env=fake_env).stdout)
+    assert status["provider"] == "fake" and {r["role"] for r in status["resources"]} == {"head", "node"}
+    pids = json.loads((tmp_path / "cfg" / "clusters" / "f1.json").read_text())["pids"]
+    assert burla_cli("down", env=fake_env).returncode == 0
+    assert provider_calls(tmp_path) == ["up f1", "status f1", "down f1 recorded"]
+    assert not any(_running(pid) for pid in pids)
+
+
+def test_cli_never_names_a_provider():
+    for module in ("_up", "_down", "_status"):
+        with open(os.path.join(ROOT, "burla", "cli", f"{module}.py")) as f:
+            text = f.read()
+        assert not any(name in text for name in ("gce", "docker", "local_cluster")), module
+
+
+def test_up_whose_nodes_never_register_deletes_what_it_made(tmp_path, fake_env):
+    spec = tmp_path / "fake.yaml"
+    spec.write_text("name: f2\nprovider: {type: fake, never_ready: true}\n")
+    out = burla_cli("up", str(spec), "--timeout", "1", env=fake_env)
+    assert out.returncode == 1 and "only 0 of 1 node(s) registered within 1s" in out.stderr
+    assert provider_calls(tmp_path) == ["up f2", "down f2 recorded"]
+    assert not (tmp_path / "cfg" / "clusters" / "f2.json").exists()
+
+
+def test_provider_errors_are_one_line(tmp_path, fake_env):
+    spec = tmp_path / "fake.yaml"
+    spec.write_text("name: f3\nprovider: {type: fake, fail_up: true}\n")
+    out = burla_cli("up", str(spec), env=fake_env)
+    assert out.returncode == 1 and out.stderr.strip() == "burla up: fake: no capacity in any zone"
+
+
+def test_down_finds_resources_no_record_names(tmp_path, fake_env):
+    spec = tmp_path / "fake.yaml"
+    spec.write_text("name: f4\nprovider: {type: fake, leftovers: true}\n")
+    assert burla_cli("up", str(spec), env=fake_env).returncode == 0
+    record = json.loads((tmp_path / "cfg" / "clusters" / "f4.json").read_text())
+    (tmp_path / "cfg" / "clusters" / "f4.json").unlink()  # as if `burla up` died before writing it
+    stop_pids(record["pids"])
+    out = burla_cli("down", "f4", env=fake_env)
+    assert out.returncode == 0, out.stderr
+    assert provider_calls(tmp_path)[-1] == "down f4 unrecorded"
+
+
+def test_unknown_provider_lists_the_plugged_in_ones(tmp_path, fake_env):
+    spec = tmp_path / "x.yaml"
+    spec.write_text("provider: {type: aws}\n")
+    out = burla_cli("up", str(spec), env=fake_env)
+    assert out.returncode == 2 and "supported: local, docker, gce, fake" in out.stderr
 
 
 def test_down_without_cluster_says_so(cli_env):

@@ -22,7 +22,7 @@ def main(args: argparse.Namespace) -> int:
     if record is None:
         return 1
     # The token rides in the fragment, which browsers never send to a server.
-    url = f"{record['http']}/login#token={urllib.parse.quote(record['token'])}"
+    url = f"{record.http}/login#token={urllib.parse.quote(record.token)}"
     print(url)
     if not args.no_open and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"):
         import webbrowser

@@ -9,8 +9,10 @@ import signal
 import sys
 
 from .. import _loop
-from .._errors import ClusterUnreachable, ProviderError
+from .._errors import ClusterUnreachable, ConfigError, ProviderError
+from ..runtime._launch import Launcher
 from ..runtime._node import NodeConfig, NodeDaemon
+from ..transport._address import parse_address
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,9 +42,11 @@ def main(args: argparse.Namespace) -> int:
     if not token:
         print("burla node: no token: pass --token or set BURLA_TOKEN", file=sys.stderr)
         return 2
-    host, _, port = args.head.rpartition(":")
-    if not host or not port.isdigit():
-        print(f"burla node: --head must be HOST:PORT, got {args.head!r}", file=sys.stderr)
+    try:
+        host, port = parse_address(args.head, "--head")
+        listen = parse_address(args.worker_listen, "--worker-listen")
+    except ConfigError as e:
+        print(f"burla node: {e}", file=sys.stderr)
         return 2
     if args.worker_runtime == "container" and not (args.worker_image and args.worker_network and args.advertise
                                                    and args.status_dir and args.status_volume):
@@ -50,23 +54,23 @@ def main(args: argparse.Namespace) -> int:
               "--status-dir and --status-volume", file=sys.stderr)
         return 2
     try:
-        return _loop.run(_serve(args, host, int(port), token))
+        return _loop.run(_serve(args, host, port, listen, token))
     except (ClusterUnreachable, ProviderError) as e:
         print(f"burla node: {e}", file=sys.stderr)
         return 1
 
 
-async def _serve(args: argparse.Namespace, host: str, port: int, token: str) -> int:
+async def _serve(args: argparse.Namespace, host: str, port: int, worker_listen: tuple[str, int], token: str) -> int:
     config = NodeConfig(args.workers, args.node_id, args.provider, args.reconnect_for, args.status_dir,
                         args.idle_shutdown)
-    launcher, listen = None, None
+    launcher: Launcher | None = None
+    listen: tuple[str, int] | None = None
     if args.worker_runtime == "container":
         import psutil
 
         from ..cloud.docker._launcher import ContainerLauncher
 
-        lhost, _, lport = args.worker_listen.rpartition(":")
-        listen = (lhost, int(lport))
+        listen = worker_listen
         node_id = args.node_id or "node"
         launcher = ContainerLauncher(token, args.advertise, args.worker_network, args.worker_image,
                                      args.status_volume, args.status_dir,

@@ -1,16 +1,23 @@
-"""``burla status [--json]``: the current cluster's head, nodes, workers and jobs."""
+"""``burla status [--json]``: the current cluster's head, nodes, workers and jobs,
+and what its provider says exists (processes, containers, VMs)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
+from typing import Any
+
+import msgspec
 
 from .. import _config
-from ._up import fetch
+from .._errors import ProviderError
+from ..cloud import get_provider
+from ._fetch import fetch
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="show the current cluster")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -25,28 +32,14 @@ def main(args: argparse.Namespace) -> int:
         cluster = fetch(record, "/v1/cluster")
         jobs = fetch(record, "/v1/jobs")["jobs"]
     except (OSError, ValueError) as e:
-        print(f"burla status: cluster {record['name']!r} does not answer at {record['http']}: {e}", file=sys.stderr)
+        print(f"burla status: cluster {record.name!r} does not answer at {record.http}: {e}", file=sys.stderr)
         return 1
-    out = {"name": record["name"], "provider": record.get("provider", "local"), "head": record["head"],
-           "http": record["http"], "nodes": cluster["nodes"], "workers": cluster["workers"], "jobs": jobs}
-    if out["provider"] == "gce":
-        import asyncio
-
-        from .._errors import ProviderError
-        from ..cloud.gce import _provider as gce
-
-        try:
-            out["instances"] = asyncio.run(gce.status(record["name"], record["extra"]))
-        except ProviderError as e:
-            out["instances_error"] = str(e)
-    if out["provider"] == "docker":
-        from .._errors import ProviderError
-        from ..cloud.docker import _provider
-
-        try:
-            out["containers"] = _provider.status(record["name"])
-        except ProviderError as e:
-            out["containers_error"] = str(e)
+    out: dict[str, Any] = {"name": record.name, "provider": record.provider, "head": record.head,
+                           "http": record.http, "nodes": cluster["nodes"], "workers": cluster["workers"], "jobs": jobs}
+    try:
+        out["resources"] = msgspec.to_builtins(asyncio.run(get_provider(record.provider).status(record)))
+    except ProviderError as e:
+        out["resources_error"] = str(e)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -54,8 +47,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"  {len(out['nodes'])} node(s), {out['workers']} worker(s), {cluster['jobs_running']} job(s) running")
     for n in out["nodes"]:
         print(f"  node {n['node_id']}: {n['cpus']} CPUs, {n['workers']} workers, job {n['job_id'] or '-'}")
-    for inst in out.get("instances", []):
-        print(f"  instance {inst['name']} ({inst['role']}, {inst['zone']}): {inst['state']}")
-    for cont in out.get("containers", []):
-        print(f"  container {cont['name']} ({cont['role']}): {cont['state']}")
+    for r in out.get("resources", []):
+        where = f", {r['zone']}" if r["zone"] else ""
+        print(f"  {record.provider} {r['role']} {r['name']}{where}: {r['state']}")
+    if "resources_error" in out:
+        print(f"  ({record.provider}: {out['resources_error']})")
     return 0

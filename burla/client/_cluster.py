@@ -15,6 +15,7 @@ import threading
 
 from .. import _config
 from .._errors import ConfigError
+from ..transport._address import parse_address
 from ._session import Session
 
 _lock = threading.Lock()
@@ -26,7 +27,7 @@ _embedded = None  # LocalCluster
 def connect(address: str, token: str) -> None:
     """Use the cluster whose head listens at ``address`` ("host:port") from now on."""
     global _explicit, _session
-    _parse_address(address)
+    parse_address(address)
     if not token:
         raise ConfigError("burla.connect needs the cluster token (see `burla status` or the BURLA_TOKEN you set)")
     with _lock:
@@ -36,11 +37,6 @@ def connect(address: str, token: str) -> None:
             _session = None
 
 
-def _parse_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"a head address must look like HOST:PORT, got {address!r}")
-    return host, int(port)
 
 
 def _resolve() -> tuple[str, str] | None:
@@ -54,7 +50,7 @@ def _resolve() -> tuple[str, str] | None:
         return env_head, token
     record = _config.load_cluster()
     if record is not None:
-        return record["head"], record["token"]
+        return record.head, record.token
     return None
 
 
@@ -75,7 +71,7 @@ def session() -> Session:
                 _embedded = start_local_cluster(name="embedded", attached=True)
                 atexit.register(shutdown)
             target = (_embedded.record.head, _embedded.record.token)
-        host, port = _parse_address(target[0])
+        host, port = parse_address(target[0])
         _session = Session(host, port, target[1])
         return _session
 

@@ -15,31 +15,34 @@ of a lifeline pipe and exits as soon as this process dies, however it dies.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
+
+import msgspec
+import psutil
+
+from .._config import ClusterRecord, config_dir
+from ._provider import Resource, node_resources
+from ._recipes import DAEMON_MALLOC_ENV, head_args, node_args, python_burla
+from ._spec import ClusterName, NodeCount, WorkersPerNode
 
 
-@dataclass
-class ClusterRecord:
-    """What ``burla up`` writes to the config directory (and ``burla down`` reads)."""
+class LocalProviderSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="local", tag_field="type"):
+    pass
 
-    name: str
-    head: str  # host:port
-    http: str  # http://host:port
-    token: str
-    provider: str = "local"
-    pids: list[int] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # provider-specific (project, zones...)
 
-    def to_json(self) -> dict[str, object]:
-        return asdict(self)
+class LocalClusterSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: ClusterName = "local"
+    provider: LocalProviderSpec = LocalProviderSpec()
+    nodes: NodeCount = 1
+    workers_per_node: WorkersPerNode | None = None
 
 
 @dataclass
@@ -56,17 +59,6 @@ class LocalCluster:
             self._lifeline_w = None
 
 
-# glibc serves allocations over 128 KiB-32 MiB with fresh mmap()s and gives
-# them back on free, so every 1 MiB payload a daemon receives would page-fault
-# 256 fresh pages.  Keeping such buffers on the heap makes them reusable; the
-# daemons' memory stays bounded by their credit windows anyway (issue #3).
-DAEMON_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
-
-
-def _burla_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "burla", *args]
-
-
 def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: int | None = None,
                         attached: bool = True, log_dir: str | None = None) -> LocalCluster:
     token = secrets.token_urlsafe(32)
@@ -77,26 +69,25 @@ def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: i
     env.pop("BURLA_HEAD", None)
     lifeline_r, lifeline_w = os.pipe() if attached else (None, None)
     extra = ["--lifeline-fd", str(lifeline_r)] if attached else []
-    keep = (lifeline_r,) if attached else ()
+    keep = (lifeline_r,) if lifeline_r is not None else ()
     procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(args: list[str], fds: tuple[int, ...], log_name: str) -> None:
-        out = open(os.path.join(log_dir, log_name), "ab") if log_dir else subprocess.DEVNULL
-        procs.append(subprocess.Popen(
-            _burla_cmd(*args, *extra), env=env, pass_fds=fds + keep, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=out, start_new_session=not attached, cwd="/",
-        ))
-        if log_dir:
-            out.close()  # type: ignore[union-attr]
+        out = open(os.path.join(log_dir, log_name), "ab") if log_dir else None  # noqa: SIM115 (closed below)
+        try:
+            procs.append(subprocess.Popen(
+                python_burla(*args, *extra), env=env, pass_fds=fds + keep, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=out or subprocess.DEVNULL, start_new_session=not attached, cwd="/",
+            ))
+        finally:
+            if out is not None:
+                out.close()
 
     try:
-        spawn(["head", "--name", name, "--listen-fd", str(listen.fileno()), "--http-fd", str(http.fileno())],
-              (listen.fileno(), http.fileno()), "head.log")
+        spawn(head_args(name, listen_fd=listen.fileno(), http_fd=http.fileno()), (listen.fileno(), http.fileno()),
+              "head.log")
         for i in range(nodes):
-            args = ["node", "--head", f"127.0.0.1:{port}", "--node-id", f"{name}-node-{i}"]
-            if workers_per_node:
-                args += ["--workers", str(workers_per_node)]
-            spawn(args, (), f"node-{i}.log")
+            spawn(node_args(f"127.0.0.1:{port}", f"{name}-node-{i}", workers=workers_per_node), (), f"node-{i}.log")
     except BaseException:
         stop_pids([p.pid for p in procs], 2.0, procs)
         raise
@@ -105,13 +96,14 @@ def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: i
         http.close()
         if lifeline_r is not None:
             os.close(lifeline_r)
-    record = ClusterRecord(name, f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}", token, "local",
-                           [p.pid for p in procs])
+    record = ClusterRecord(name=name, provider="local", head=f"127.0.0.1:{port}", http=f"http://127.0.0.1:{http_port}",
+                           token=token, pids=[p.pid for p in procs])
     return LocalCluster(record, procs, lifeline_w)
 
 
 def stop_pids(pids: list[int], timeout: float = 5.0, procs: list[subprocess.Popen[bytes]] | None = None) -> None:
-    """SIGTERM, wait up to ``timeout``, then SIGKILL; reap our own children."""
+    """SIGTERM, wait up to ``timeout``, then SIGKILL; reap our own children.
+    Postcondition: none of ``pids`` runs (a zombie of someone else's counts as gone)."""
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -136,13 +128,47 @@ def _alive(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
     if proc is not None:
         return proc.poll() is None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:
         return True
-    try:  # a zombie of someone else's counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
+
+
+class LocalProvider:
+    """``provider: {type: local}``: the daemons are processes of this machine,
+    recorded by pid (``burla down`` signals them)."""
+
+    type: ClassVar[str] = "local"
+    spec_type: ClassVar[type[LocalClusterSpec]] = LocalClusterSpec
+    spec_hints: ClassVar[dict[str, str]] = {}
+    ready_timeout: ClassVar[float] = 30.0
+
+    async def up(self, spec: LocalClusterSpec) -> ClusterRecord:
+        log_dir = config_dir() / "logs" / spec.name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        cluster = await asyncio.to_thread(start_local_cluster, spec.name, spec.nodes, spec.workers_per_node,
+                                          attached=False, log_dir=str(log_dir))
+        return cluster.record
+
+    async def down(self, name: str, record: ClusterRecord | None) -> int:
+        pids = record.pids if record is not None else []
+        await asyncio.to_thread(stop_pids, pids)
+        return len(pids)
+
+    async def status(self, record: ClusterRecord) -> list[Resource]:
+        out = []
+        for i, pid in enumerate(record.pids):
+            role = "head" if i == 0 else "node"
+            state = "running" if _alive(pid, None) else "exited"
+            out.append(Resource(f"pid {pid}", role, state))
+        return out
+
+    async def nodes(self, record: ClusterRecord) -> list[Resource]:
+        return node_resources(await self.status(record))
+
+    async def exists(self, name: str) -> bool:
+        return False  # processes carry no label: only the record knows them
+
+    def log_hint(self, record: ClusterRecord) -> str:
+        return f"logs in {config_dir() / 'logs' / record.name}"

@@ -15,6 +15,11 @@ import sys
 from typing import Protocol
 
 
+def worker_args(node_address: str, wid: int, status_file: str) -> list[str]:
+    """How every worker starts, after the interpreter (a process here, ``python3`` in a container)."""
+    return ["-m", "burla.runtime._worker", "--node", node_address, "--worker-id", str(wid), "--status-file", status_file]
+
+
 class WorkerHandle(Protocol):
     pid: int | None  # for RSS watching; None when the engine enforces memory
 
@@ -76,8 +81,7 @@ class ProcessLauncher:
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle:
         env = dict(os.environ, BURLA_TOKEN=self.token, PYTHONUNBUFFERED="1")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "burla.runtime._worker", "--node", self.node_address, "--worker-id", str(wid),
-            "--status-file", status_file, env=env, stdin=asyncio.subprocess.DEVNULL,
+            sys.executable, *worker_args(self.node_address, wid, status_file), env=env, stdin=asyncio.subprocess.DEVNULL,
         )
         return ProcessHandle(proc)
 

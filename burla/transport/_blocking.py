@@ -9,6 +9,7 @@ from collections import deque
 from typing import Any
 
 from .._errors import AuthenticationError, ConnectionLost, ProtocolError
+from ._address import parse_address
 from . import _auth
 from ._config import TransportConfig
 from ._framing import FrameDecoder, frame_parts
@@ -32,8 +33,7 @@ class BlockingConnection:
             sock.settimeout(config.handshake_timeout)
             sock.connect(address[5:])
         else:
-            host, _, port = address.rpartition(":")
-            sock = socket.create_connection((host, int(port)), timeout=config.handshake_timeout)
+            sock = socket.create_connection(parse_address(address, "a node address"), timeout=config.handshake_timeout)
         where = address
         try:
             challenge = _recv_exactly(sock, _auth.CHALLENGE_LEN)

@@ -21,9 +21,10 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def http(record: dict, route: str) -> dict:
-    from burla.cli._up import fetch
+    from burla.cli._fetch import fetch
+    from burla.cloud import ClusterRecord
 
-    return fetch(record, route)
+    return fetch(ClusterRecord(name=record["name"], http=record["http"], token=record["token"]), route)
 
 
 def docker(*args: str) -> str:
@@ -70,7 +71,7 @@ def test_image_runs_burla_and_rebuild_is_cached(image, tmp_path):
 def test_status_lists_the_containers(on):
     out = burla_cli("status", "--json", env=on["env"])
     info = json.loads(out.stdout)
-    roles = sorted(c["role"] for c in info["containers"])
+    roles = sorted(c["role"] for c in info["resources"])
     assert roles == ["head", "node", "node", "node", "worker", "worker", "worker"]
     assert all(n["provider"] == "docker" for n in info["nodes"])
     ports = docker("port", f"burla-{on['name']}-head")

@@ -83,8 +83,8 @@ def test_up_runs_a_job_then_down_leaves_nothing(tmp_path, fake, cluster_down):
     burla.connect(rec["head"], rec["token"])
     assert rpm(abs, range(-20, 0), spinner=False) == list(range(20, 0, -1))
     status = json.loads(cli(tmp_path, "status", "--json").stdout)
-    assert [i["name"] for i in status["instances"]] == ["burla-g1-node-1", "burla-g1-node-2"]
-    assert {i["state"] for i in status["instances"]} == {"RUNNING"}
+    assert [r["name"] for r in status["resources"] if r["role"] == "node"] == ["burla-g1-node-1", "burla-g1-node-2"]
+    assert {r["state"] for r in status["resources"]} == {"RUNNING"}
     down = cli(tmp_path, "down")
     assert down.returncode == 0, down.stderr
     assert instances(fake) == [] and not fake.procs
@@ -151,12 +151,15 @@ def test_head_deletes_a_node_that_stops_heartbeating(tmp_path, fake, cluster_dow
 
 @pytest.mark.parametrize("text, message", [
     ("provider: {type: gce, project: burla-test-1, zone: us-central1-a, zonez: x}\n", "provider.zonez: unknown key"),
-    ("provider: {type: gce, project: burla-test-1, zones: [us-central1-a, 7]}\n", "provider.zones[1]: 7 is not a zone"),
-    ("provider: {type: gce, project: burla-test-1, zone: us-central1-a}\nnodes: 0\n", "nodes: 0 is out of range"),
-    ("provider: {type: gce, project: burla-test-1, zone: us-central1-a}\ndisk_gb: big\n", "disk_gb: must be an integer"),
+    ("provider: {type: gce, project: burla-test-1, zones: [us-central1-a, 7]}\n", "provider.zones[1]: expected str"),
+    ("provider: {type: gce, project: burla-test-1, zones: [us-central1-a, moon]}\n",
+     "provider.zones[1]: not a valid value; write e.g. zones: [us-central1-a"),
+    ("provider: {type: gce, project: burla-test-1, zone: us-central1-a}\nnodes: 0\n", "nodes: expected int >= 1"),
+    ("provider: {type: gce, project: burla-test-1, zone: us-central1-a}\ndisk_gb: big\n", "disk_gb: expected int"),
+    ("provider: {type: gce, project: burla-test-1}\n", "provider.zones: missing"),
     ("provider: {type: gce, project: burla-test-1, zone: us-central1-a}\nhead: {placement: moon}\n", "head.placement"),
     ("provider: {type: gce, zone: us-central1-a}\n", "provider.project: missing"),
-    ("provider: {type: gce, project: burla-test-1, zone: us-central1-a}\nspot: maybe\n", "spot: must be true or false"),
+    ("provider: {type: gce, project: burla-test-1, zone: us-central1-a}\nspot: maybe\n", "spot: expected bool, got str"),
 ])
 def test_bad_gce_yaml_is_reported_before_any_api_call(tmp_path, fake, text, message):
     spec = tmp_path / "bad.yaml"

@@ -12,7 +12,7 @@ import asyncio
 import os
 from typing import Any
 
-from ...runtime._launch import WorkerHandle
+from ...runtime._launch import WorkerHandle, worker_args
 from ._client import client, translated
 
 
@@ -111,8 +111,7 @@ class ContainerLauncher:
             except Exception:
                 pass
             return self.docker.containers.run(
-                image, ["-m", "burla.runtime._worker", "--node", self.advertise, "--worker-id", str(wid),
-                        "--status-file", status_file],
+                image, worker_args(self.advertise, wid, status_file),
                 entrypoint=["python3"], name=name, detach=True, network=self.network, environment=env,
                 volumes={self.status_volume: {"bind": self.status_dir, "mode": "rw"}},
                 labels={**self.labels, "burla.role": "worker"}, mem_limit=self.ram_bytes, device_requests=gpu,

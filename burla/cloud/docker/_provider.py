@@ -14,14 +14,18 @@ finds and removes it all even after a crash left no record behind.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
-from typing import Any
+from typing import Any, ClassVar
 
+from ..._config import ClusterRecord
 from ..._errors import ProviderError
-from .._local import ClusterRecord
+from .._provider import Resource, node_resources
+from .._recipes import head_args, node_args
 from ._client import LABEL_CLUSTER, LABEL_ROLE, client, translated
 from ._image import IMAGE, image_present
+from ._spec import HINTS, DockerClusterSpec
 
 HEAD_PORT, HTTP_PORT, WORKER_PORT = 7000, 7001, 7100
 STATUS_DIR = "/burla-status"
@@ -50,8 +54,7 @@ def up(name: str, nodes: int, workers_per_node: int | None, image: str | None = 
             net = c.networks.create(f"burla-{name}", driver="bridge", labels={**labels, LABEL_ROLE: "network"})
             head = f"burla-{name}-head"
             c.containers.run(
-                image, ["head", "--host", "0.0.0.0", "--port", str(HEAD_PORT), "--http-port", str(HTTP_PORT),
-                        "--name", name],
+                image, head_args(name, host="0.0.0.0", port=HEAD_PORT, http_port=HTTP_PORT),
                 name=head, hostname=head, detach=True, network=net.name, environment={"BURLA_TOKEN": token},
                 ports={f"{HEAD_PORT}/tcp": ("127.0.0.1", tcp), f"{HTTP_PORT}/tcp": ("127.0.0.1", http)},
                 labels={**labels, LABEL_ROLE: "head"},
@@ -61,17 +64,16 @@ def up(name: str, nodes: int, workers_per_node: int | None, image: str | None = 
     except BaseException:
         down(name)
         raise
-    return ClusterRecord(name, f"127.0.0.1:{tcp}", f"http://127.0.0.1:{http}", token, "docker", [])
+    return ClusterRecord(name=name, provider="docker", head=f"127.0.0.1:{tcp}", http=f"http://127.0.0.1:{http}",
+                         token=token)
 
 
 def _start_node(c: Any, cluster: str, i: int, network: str, image: str, workers: int | None, runtime: str,
                 token: str) -> None:
     node = f"burla-{cluster}-node-{i}"
     labels = {LABEL_CLUSTER: cluster}
-    cmd = ["node", "--head", f"burla-{cluster}-head:{HEAD_PORT}", "--node-id", node, "--provider", "docker",
-           "--reconnect-for", "600", "--status-dir", STATUS_DIR]
-    if workers:
-        cmd += ["--workers", str(workers)]
+    cmd = node_args(f"burla-{cluster}-head:{HEAD_PORT}", node, workers=workers, provider="docker", reconnect_for=600,
+                    status_dir=STATUS_DIR)
     volumes: dict[str, dict[str, str]] = {}
     if runtime == "container":
         volume = c.volumes.create(f"{node}-status", labels={**labels, LABEL_ROLE: "volume"})
@@ -111,8 +113,40 @@ def down(name: str) -> int:
     return removed
 
 
-def status(name: str) -> list[dict[str, str]]:
+def status(name: str) -> list[Resource]:
     c = client()
     with translated("listing containers"):
-        return [{"name": x.name, "role": x.labels.get(LABEL_ROLE, "worker"), "state": x.status}
+        return [Resource(x.name, x.labels.get(LABEL_ROLE, "worker"), x.status)
                 for x in sorted(_find(c, name), key=lambda x: x.name)]
+
+
+class DockerProvider:
+    """``provider: {type: docker}``: the Docker SDK is blocking, so every call
+    runs in a thread."""
+
+    type: ClassVar[str] = "docker"
+    spec_type: ClassVar[type[DockerClusterSpec]] = DockerClusterSpec
+    spec_hints: ClassVar[dict[str, str]] = HINTS
+    ready_timeout: ClassVar[float] = 30.0
+
+    async def up(self, spec: DockerClusterSpec) -> ClusterRecord:
+        p = spec.provider
+        return await asyncio.to_thread(up, spec.name, spec.nodes, spec.workers_per_node, p.image, p.worker_runtime)
+
+    async def down(self, name: str, record: ClusterRecord | None) -> int:
+        return await asyncio.to_thread(down, name)
+
+    async def status(self, record: ClusterRecord) -> list[Resource]:
+        return await asyncio.to_thread(status, record.name)
+
+    async def nodes(self, record: ClusterRecord) -> list[Resource]:
+        return node_resources(await self.status(record))
+
+    async def exists(self, name: str) -> bool:
+        try:
+            return bool(await asyncio.to_thread(status, name))
+        except ProviderError:
+            return False
+
+    def log_hint(self, record: ClusterRecord) -> str:
+        return f"see `docker logs burla-{record.name}-head`"

@@ -20,16 +20,18 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from ..._config import ClusterRecord, config_dir
 from ..._errors import ProviderError
-from .._local import ClusterRecord, stop_pids
+from .._local import stop_pids
+from .._provider import Resource, node_resources
+from .._recipes import head_args, python_burla
 from .._wheel import build_wheel
 from ._api import LABEL, Compute, ZoneExhausted
-from ._spec import GceSpec
+from ._spec import HINTS, GceSpec
 from ._startup import head_script, node_script
 
 log = logging.getLogger("burla.gce")
@@ -93,7 +95,7 @@ async def up(spec: GceSpec, config_dir: str) -> ClusterRecord:
     pids: list[int] = []
     extra: dict[str, Any] = {"project": spec.project, "zones": list(spec.zones), "api_endpoint": spec.api_endpoint}
     try:
-        if spec.head_placement == "local":
+        if spec.head.placement == "local":
             head_addr, client_addr, http, pid = _start_local_head(spec, token, config_dir)
             pids.append(pid)
         else:
@@ -109,20 +111,20 @@ async def up(spec: GceSpec, config_dir: str) -> ClusterRecord:
         await down(spec.name, extra)
         stop_pids(pids)
         raise
-    return ClusterRecord(spec.name, client_addr, http, token, "gce", pids, extra)
+    return ClusterRecord(name=spec.name, provider="gce", head=client_addr, http=http, token=token, pids=pids,
+                         extra=extra)
 
 
 def _start_local_head(spec: GceSpec, token: str, config_dir: str) -> tuple[str, str, str, int]:
-    advertise = spec.head_advertise or socket.gethostbyname(socket.gethostname())
-    port = spec.head_port
+    advertise = spec.head.advertise or socket.gethostbyname(socket.gethostname())
+    port = spec.head.port
     reap = os.path.join(config_dir, f"{spec.name}.gce.json")
     with open(reap, "w") as f:
         json.dump(reaper_config(spec), f)
     log_path = os.path.join(config_dir, f"{spec.name}.head.log")
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "burla", "head", "--host", "0.0.0.0", "--port", str(port), "--http-port",
-             str(port + 1), "--name", spec.name, "--reap-gce", reap],
+            python_burla(*head_args(spec.name, host="0.0.0.0", port=port, http_port=port + 1, reap_gce=reap)),
             env=dict(os.environ, BURLA_TOKEN=token), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=out, start_new_session=True, cwd="/")
     return f"{advertise}:{port}", f"127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}", proc.pid
@@ -134,19 +136,19 @@ async def _start_head_vm(api: Compute, spec: GceSpec, token: str, wheel: dict[st
     name = f"burla-{spec.name}-head"
     meta = {"burla-gce": json.dumps(reaper_config(spec)), **wheel}
     zone = await _create_in_some_zone(api, spec, lambda z: _instance(
-        spec, z, name, "head", head_script(spec.name, spec.head_port), token, spec.head_machine_type,
+        spec, z, name, "head", head_script(spec.name, spec.head.port), token, spec.head.machine_type,
         [spec.head_tag, *spec.tags], meta))
     rule = c.Firewall(
         name=f"burla-{spec.name}-head", network=f"global/networks/{spec.network}", direction="INGRESS",
         description=f"burla cluster {spec.name}: nodes -> head", source_tags=[spec.node_tag],
-        target_tags=[spec.head_tag], allowed=[c.Allowed(I_p_protocol="tcp", ports=[str(spec.head_port)])])
+        target_tags=[spec.head_tag], allowed=[c.Allowed(I_p_protocol="tcp", ports=[str(spec.head.port)])])
     await asyncio.to_thread(api.insert_firewall, rule)
     inst = await asyncio.to_thread(api.get_instance, zone, name)
     nic = inst.network_interfaces[0]
     internal = nic.network_i_p
     external = nic.access_configs[0].nat_i_p if nic.access_configs else internal
-    return (f"{internal}:{spec.head_port}", f"{external}:{spec.head_port}",
-            f"http://{external}:{spec.head_port + 1}")
+    return (f"{internal}:{spec.head.port}", f"{external}:{spec.head.port}",
+            f"http://{external}:{spec.head.port + 1}")
 
 
 async def down(name: str, extra: dict[str, Any]) -> int:
@@ -160,8 +162,42 @@ async def down(name: str, extra: dict[str, Any]) -> int:
     return len(found) + len(rules)
 
 
-async def status(name: str, extra: dict[str, Any]) -> list[dict[str, str]]:
+async def status(name: str, extra: dict[str, Any]) -> list[Resource]:
     api = Compute(extra["project"], extra.get("api_endpoint"))
     found = await asyncio.to_thread(lambda: list(api.list_instances(tuple(extra["zones"]), name)))
-    return [{"name": inst.name, "zone": zone, "role": inst.labels.get("burla-role", "?"), "state": inst.status}
+    return [Resource(inst.name, inst.labels.get("burla-role", "?"), inst.status, zone)
             for zone, inst in sorted(found, key=lambda x: x[1].name)]
+
+
+class GceProvider:
+    """``provider: {type: gce}``: google-cloud-compute is blocking, so every
+    call runs in a thread (``_api.Compute`` is the only code touching it)."""
+
+    type: ClassVar[str] = "gce"
+    spec_type: ClassVar[type[GceSpec]] = GceSpec
+    spec_hints: ClassVar[dict[str, str]] = HINTS
+    ready_timeout: ClassVar[float] = 600.0
+
+    async def up(self, spec: GceSpec) -> ClusterRecord:
+        cfg = config_dir()
+        cfg.mkdir(parents=True, exist_ok=True)
+        return await up(spec, str(cfg))
+
+    async def down(self, name: str, record: ClusterRecord | None) -> int:
+        if record is None:
+            return 0  # the project and zones to search are in the record
+        removed = await down(name, record.extra)
+        await asyncio.to_thread(stop_pids, record.pids)
+        return removed
+
+    async def status(self, record: ClusterRecord) -> list[Resource]:
+        return await status(record.name, record.extra)
+
+    async def nodes(self, record: ClusterRecord) -> list[Resource]:
+        return node_resources(await self.status(record))
+
+    async def exists(self, name: str) -> bool:
+        return False
+
+    def log_hint(self, record: ClusterRecord) -> str:
+        return f"see the VMs' serial consoles, or {config_dir()}/{record.name}.head.log"

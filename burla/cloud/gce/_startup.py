@@ -14,6 +14,7 @@ from __future__ import annotations
 import shlex
 
 from ..._version import __version__
+from .._recipes import head_args, node_args
 
 _PREAMBLE = """#!/bin/bash
 # burla {role} for cluster {cluster} (burla {version})
@@ -32,10 +33,8 @@ fi
 
 
 def node_script(cluster: str, head: str, workers: int | None, idle_timeout_s: int, worker_image: str | None) -> str:
-    args = ["node", "--head", head, "--node-id", "$(hostname)", "--provider", "gce", "--reconnect-for", "300",
-            "--idle-shutdown", str(idle_timeout_s)]
-    if workers:
-        args += ["--workers", str(workers)]
+    args = node_args(head, "$(hostname)", workers=workers, provider="gce", reconnect_for=300,
+                     idle_shutdown=idle_timeout_s)
     cmd = " ".join(a if a.startswith("$(") else shlex.quote(a) for a in args).replace("$(hostname)", '"$(hostname)"')
     return (_PREAMBLE.format(role="node", cluster=cluster, version=__version__)
             + f'# burla-node-start\nBURLA_TOKEN="$TOKEN" /opt/burla/bin/burla {cmd}\n'
@@ -43,8 +42,7 @@ def node_script(cluster: str, head: str, workers: int | None, idle_timeout_s: in
 
 
 def head_script(cluster: str, port: int) -> str:
-    args = ["head", "--host", "0.0.0.0", "--port", str(port), "--http-port", str(port + 1), "--name", cluster,
-            "--reap-gce-metadata"]
+    args = head_args(cluster, host="0.0.0.0", port=port, http_port=port + 1, reap_gce_metadata=True)
     return (_PREAMBLE.format(role="head", cluster=cluster, version=__version__)
             + '# burla-head-start\nBURLA_TOKEN="$TOKEN" BURLA_GCE="$(md burla-gce)" /opt/burla/bin/burla '
             + " ".join(shlex.quote(a) for a in args) + "\n")

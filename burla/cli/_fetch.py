@@ -1,0 +1,47 @@
+"""The CLI's reads of a head's JSON API."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+from .._config import ClusterRecord
+from .._retry import retry_sync
+
+
+def fetch(record: ClusterRecord, route: str, timeout: float = 2.0) -> Any:
+    req = urllib.request.Request(record.http + route, headers={"Authorization": f"Bearer {record.token}"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def responds(record: ClusterRecord) -> bool:
+    try:
+        fetch(record, "/v1/cluster", 1.0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+class _NotYet(Exception):
+    pass
+
+
+def wait_ready(record: ClusterRecord, nodes: int, timeout: float) -> None:
+    """Return once ``nodes`` nodes have registered with the head; TimeoutError after ``timeout``."""
+    seen = 0
+
+    def registered() -> None:
+        nonlocal seen
+        try:
+            seen = len(fetch(record, "/v1/cluster", 1.0)["nodes"])
+        except (OSError, ValueError) as e:
+            raise _NotYet() from e
+        if seen < nodes:
+            raise _NotYet()
+
+    try:
+        retry_sync(registered, retry_on=(_NotYet,), deadline=timeout, base=0.05, cap=0.5)
+    except _NotYet:
+        raise TimeoutError(f"only {seen} of {nodes} node(s) registered within {timeout:g}s") from None
