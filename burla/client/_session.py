@@ -34,6 +34,7 @@ from ..transport.messages import (
     JobAccepted,
     JobEnded,
     JobNotice,
+    LogAck,
     LogBatch,
     LogLine,
     Message,
@@ -78,6 +79,7 @@ class JobChannel:
                 self._events.put(Ended(msg))
             case LogBatch(lines=lines):
                 _print_lines(lines)
+                self.session._send_quietly(LogAck(self.job_id, 1))  # printed: the worker may send more
             case JobNotice(text=text):
                 _print_notice(text)
 

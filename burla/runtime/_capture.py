@@ -2,9 +2,11 @@
 
 Lines are shipped by a flusher thread every ``interval`` seconds, and by
 ``flush()`` before each result batch so a function's output always reaches
-the client before its result.  At most ``max_pending`` lines wait: past that,
-``print`` itself sends (and so waits on the socket): a function printing
-faster than the network can carry is slowed, not buffered without bound.
+the client before its result.  At most ``max_pending`` lines (or
+``max_pending_bytes``) wait: past that, ``print`` itself sends, and sending
+waits for the worker's log window (``_worker.LogWindow``: batches the client
+has not acknowledged yet): a function printing faster than the client can
+print is slowed, never buffered without bound and never dropped.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from ..transport._codec import LogLine
 
 
 class LineCapture:
-    def __init__(self, send: Callable[[list[LogLine]], None], interval: float = 0.05, max_pending: int = 10_000):
+    def __init__(self, send: Callable[[list[LogLine]], None], interval: float = 0.05, max_pending: int = 10_000,
+                 max_pending_bytes: int = 256 * 1024) -> None:
         self.index = -1
         self._send = send
         self._lines: list[LogLine] = []
+        self._bytes = 0
+        self._max_pending_bytes = max_pending_bytes
         self._lock = threading.Lock()  # guards _lines
         self._flush_lock = threading.Lock()  # orders take+send against flush()
         self._interval = interval
@@ -37,14 +42,15 @@ class LineCapture:
     def add(self, stream: int, text: str) -> None:
         with self._lock:
             self._lines.append(LogLine(self.index, stream, text))
-            full = len(self._lines) >= self._max_pending
+            self._bytes += len(text)
+            full = len(self._lines) >= self._max_pending or self._bytes >= self._max_pending_bytes
         if full:
             self.flush()
 
     def flush(self) -> None:
         with self._flush_lock:
             with self._lock:
-                lines, self._lines = self._lines, []
+                lines, self._lines, self._bytes = self._lines, [], 0
             if lines:
                 self._send(lines)
 

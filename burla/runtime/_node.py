@@ -36,6 +36,7 @@ from ..transport.messages import (
     AssignJob,
     InputBatchView,
     JobSetupFailed,
+    LogAck,
     LogBatch,
     Message,
     NodeHello,
@@ -372,6 +373,8 @@ class NodeDaemon:
                     self._apply(self.state.batch(batch))
                 case ReleaseJob(job_id=job_id):
                     self._apply(self.state.release(job_id))
+                case LogAck() as ack:
+                    self._apply(self.state.log_ack(ack))
                 case RestartNode():
                     self._apply(self.state.restart())
                 case other:

@@ -25,6 +25,9 @@ Invariants (tests/runtime/test_node_state.py):
   sent before dying was already forwarded (the daemon reads the worker's
   connection to its end before reporting the exit), so nothing runs twice.
 * At most ``AssignJob.n_workers`` workers are JOINING or SERVING the job.
+* Log batches are forwarded in order and each ``LogAck`` from the head goes
+  back to the workers that sent the oldest unacknowledged ones, so a worker's
+  print output in flight stays within its log window at every hop.
 * After a job ends (released, head lost, restart) no worker keeps its work:
   idle ones are told ``EndJob``, busy ones are killed and replaced.
 """
@@ -43,6 +46,7 @@ from ..transport.messages import (
     EndJob,
     InputBatchView,
     JobSetupFailed,
+    LogAck,
     LogBatch,
     Message,
     ResultBatchView,
@@ -80,6 +84,7 @@ class JobSlot:
     assign: AssignJob
     pending: deque[InputBatchView] = field(default_factory=deque)
     start_failures: int = 0  # workers in the job's image that exited before connecting
+    log_sources: deque[int] = field(default_factory=deque)  # worker of each log batch sent, oldest first
 
     @property
     def job_id(self) -> str:
@@ -225,7 +230,23 @@ class NodeState:
         return [ToHead(rb), *self._pump()]
 
     def worker_logs(self, wid: int, logs: LogBatch) -> list[Command]:
+        job = self.job
+        if job is None or job.job_id != logs.job_id:
+            return []  # lines of a job this node no longer serves
+        job.log_sources.append(wid)
         return [ToHead(logs)]
+
+    def log_ack(self, ack: LogAck) -> list[Command]:
+        """The client printed the oldest ``ack.batches`` log batches: give each
+        worker that sent one its log credit back (``runtime._worker.LogWindow``)."""
+        job = self.job
+        if job is None or job.job_id != ack.job_id:
+            return []
+        counts: dict[int, int] = {}
+        for _ in range(min(ack.batches, len(job.log_sources))):
+            wid = job.log_sources.popleft()
+            counts[wid] = counts.get(wid, 0) + 1
+        return [ToWorker(wid, LogAck(ack.job_id, n)) for wid, n in counts.items()]
 
     def worker_setup_failed(self, wid: int, failed: JobSetupFailed) -> list[Command]:
         return [ToHead(failed)]

@@ -36,6 +36,7 @@ from ..transport._codec import (
     InputBatchView,
     ItemError,
     JobSetupFailed,
+    LogAck,
     LogBatch,
     ResultBatch,
     StartJob,
@@ -45,8 +46,39 @@ from ._capture import LineCapture
 from ._status import STATUS
 
 
+LOG_WINDOW = 4  # log batches on their way to the client, not yet acknowledged; past it print() blocks
+
+
 class _CallTimedOut(Exception):
     pass
+
+
+class LogWindow:
+    """At most ``size`` log batches unacknowledged by the client (``LogAck``):
+    ``acquire`` blocks the log flusher, and so ``print``, past that.  Reset
+    when a job starts or ends (acks of a job that ended never come)."""
+
+    def __init__(self, size: int = LOG_WINDOW) -> None:
+        self.size = size
+        self._unacked = 0
+        self._cond = threading.Condition()
+
+    def acquire(self) -> None:
+        """Wait for room for one more batch."""
+        with self._cond:
+            while self._unacked >= self.size:
+                self._cond.wait()
+            self._unacked += 1
+
+    def acked(self, batches: int) -> None:
+        with self._cond:
+            self._unacked = max(0, self._unacked - batches)
+            self._cond.notify_all()
+
+    def reset(self) -> None:
+        with self._cond:
+            self._unacked = 0
+            self._cond.notify_all()
 
 
 def _on_alarm(signum: int, frame: object) -> None:
@@ -61,15 +93,21 @@ class Worker:
         self.function: Callable[..., Any] | None = None
         self.timeout = 0.0
         self.capture = LineCapture(self._send_logs)
+        self.logs = LogWindow()
         self._baseline = _Baseline()
 
-    def _send_logs(self, lines: list) -> None:
-        if self.job_id is not None:
-            self.conn.send(LogBatch(self.job_id, lines))
+    def _send_logs(self, lines: list[Any]) -> None:
+        job_id = self.job_id
+        if job_id is None:
+            return
+        self.logs.acquire()
+        if self.job_id == job_id:  # the job may have ended while we waited
+            self.conn.send(LogBatch(job_id, lines))
 
     def handle(self, msg: object) -> None:
         match msg:
             case StartJob(job_id=job_id, function=blob, func_timeout=timeout):
+                self.logs.reset()
                 self.job_id, self.timeout = job_id, timeout
                 try:
                     self.function = cloudpickle.loads(blob)
@@ -139,6 +177,7 @@ class Worker:
         ~3 ms and would delay the next job (reference counting already frees
         the job's objects; cycles go at the next automatic collection)."""
         self.job_id, self.function, self.timeout = None, None, 0.0
+        self.logs.reset()
         self._baseline.restore()
 
 
@@ -178,11 +217,16 @@ def _describe_load_failure(e: BaseException) -> str:
     return f"workers could not load the function: {type(e).__name__}: {e}{hint}"
 
 
-def _start_threads(conn: BlockingConnection, inbox: "queue.SimpleQueue[object]", interval: float) -> None:
+def _start_threads(conn: BlockingConnection, inbox: queue.SimpleQueue[object], logs: LogWindow,
+                   interval: float) -> None:
     def read() -> None:
         try:
             while True:
-                inbox.put(conn.recv())
+                msg = conn.recv()
+                if isinstance(msg, LogAck):  # here, not in the inbox: the main thread may be blocked in print()
+                    logs.acked(msg.batches)
+                else:
+                    inbox.put(msg)
         except Exception:
             os._exit(0)  # node gone: never outlive it
 
@@ -213,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     worker = Worker(conn, status)
     conn.send(WorkerHello(args.worker_id, os.getpid()))
     inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-    _start_threads(conn, inbox, conn.config.heartbeat_interval)
+    _start_threads(conn, inbox, worker.logs, conn.config.heartbeat_interval)
     worker.capture.install()
     worker._baseline = _Baseline()
     while True:

@@ -28,6 +28,7 @@ from ..transport.messages import (
     InputsDone,
     JobEnded,
     JobSetupFailed,
+    LogAck,
     LogBatch,
     NodeHello,
     NodeStats,
@@ -150,6 +151,8 @@ class Head:
                         self._run(self.state.inputs_done(client_id, job_id, total))
                     case ResultAck(job_id=job_id, batches=n):
                         self._run(self.state.result_ack(client_id, job_id, n))
+                    case LogAck(job_id=job_id, batches=n):
+                        self._run(self.state.log_ack(client_id, job_id, n))
                     case CancelJob(job_id=job_id, reason=reason):
                         if self.state.jobs.get(job_id) and self.state.jobs[job_id].client_id == client_id:
                             self._run(self.state.cancel(job_id, reason))
@@ -181,10 +184,9 @@ class Head:
                     case ResultBatchView() as rb:
                         self._run(self.state.result(node_id, rb))
                     case LogBatch() as logs:
-                        job = self.state.jobs.get(logs.job_id)
-                        if job is not None:
+                        if logs.job_id in self.state.jobs:
                             self.monitor.logs(logs)
-                            self._send_client(job.client_id, logs)
+                        self._run(self.state.logs(node_id, logs))
                     case BatchAssigned(job_id=job_id, start=start, worker_id=worker):
                         self.monitor.assigned(job_id, start, worker)
                     case NodeStats() as stats:

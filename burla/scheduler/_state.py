@@ -17,6 +17,10 @@ Invariants (checked by tests/scheduler/test_state.py):
   ``input_queue_batches`` batches queued here (credit), and at most
   ``result_window`` batches are in flight or delivered-but-unacknowledged.
   A client that stops acknowledging results therefore stalls its job.
+* Print output is bounded like results: every LogBatch forwarded to the
+  client is acknowledged by it (``LogAck``) before its worker's log credit
+  comes back (``runtime._worker.LogWindow``), so a client that stops reading
+  stalls the printing worker, and no line is dropped.
 * An input that crashed its worker more than ``max_retries`` times fails the
   job with WorkerCrashed naming it; other inputs of that batch are requeued
   without being charged.
@@ -24,6 +28,7 @@ Invariants (checked by tests/scheduler/test_state.py):
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from ..transport.messages import (
@@ -35,6 +40,8 @@ from ..transport.messages import (
     JobEnded,
     JobError,
     JobNotice,
+    LogAck,
+    LogBatch,
     Message,
     ReleaseJob,
     RestartNode,
@@ -119,6 +126,7 @@ class JobState:
     delivered: int = 0  # inputs whose results went to the client
     total: int | None = None
     nodes: dict[str, int] = field(default_factory=dict)  # node -> workers
+    log_sources: deque[str] = field(default_factory=deque)  # node of each log batch sent to the client
 
     @property
     def job_id(self) -> str:
@@ -216,6 +224,15 @@ class HeadState:
             return cmds + self._end(job, "done", None)
         return cmds + self._settle()
 
+    def logs(self, node_id: str, logs: LogBatch) -> list[Command]:
+        """Print output of a job's worker: to the client, which acks it (``log_ack``)."""
+        job = self.jobs.get(logs.job_id)
+        node = self.nodes.get(node_id)
+        if job is None or node is None or node.job_id != job.job_id:
+            return []  # the job ended or left that node: its worker is being reset or killed
+        job.log_sources.append(node_id)
+        return [ToClient(job.client_id, logs)]
+
     # --- events: clients ----------------------------------------------------------
 
     def submit(self, client_id: str, spec: SubmitJob, now: float) -> list[Command]:
@@ -256,6 +273,19 @@ class HeadState:
             return []
         job.unacked = max(0, job.unacked - batches)
         return self._settle()
+
+    def log_ack(self, client_id: str, job_id: str, batches: int) -> list[Command]:
+        """The client printed its oldest ``batches`` log batches: the credit goes
+        back to the nodes that sent them (still serving the job)."""
+        job = self.jobs.get(job_id)
+        if job is None or job.client_id != client_id:
+            return []
+        counts: dict[str, int] = {}
+        for _ in range(min(batches, len(job.log_sources))):
+            node_id = job.log_sources.popleft()
+            counts[node_id] = counts.get(node_id, 0) + 1
+        return [ToNode(node_id, LogAck(job_id, n)) for node_id, n in counts.items()
+                if node_id in job.nodes]
 
     def cancel(self, job_id: str, reason: str) -> list[Command]:
         job = self.jobs.get(job_id)

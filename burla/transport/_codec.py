@@ -27,6 +27,7 @@ Heartbeat = _impl.Heartbeat
 InputBatchView = _impl.InputBatchView
 ItemError = _impl.ItemError
 JobSetupFailed = _impl.JobSetupFailed
+LogAck = _impl.LogAck
 LogBatch = _impl.LogBatch
 LogLine = _impl.LogLine
 ResultBatch = _impl.ResultBatch
@@ -35,5 +36,6 @@ WorkerHello = _impl.WorkerHello
 decode = _impl.decode
 encode_parts = _impl.encode_parts
 
-__all__ = ["DecodeError", "EndJob", "Heartbeat", "InputBatchView", "ItemError", "JobSetupFailed", "LogBatch",
+__all__ = ["DecodeError", "EndJob", "Heartbeat", "InputBatchView", "ItemError", "JobSetupFailed",
+           "LogAck", "LogBatch",
            "LogLine", "PURE", "ResultBatch", "StartJob", "WorkerHello", "decode", "encode_parts"]

@@ -25,6 +25,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "ResultBatch": ("job_id", "start", "ends", "errors", "durations", "payload"),
     "LogLine": ("index", "stream", "text"),
     "LogBatch": ("job_id", "lines"),
+    "LogAck": ("job_id", "batches"),
     "JobSetupFailed": ("job_id", "message", "kind"),
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -65,9 +66,10 @@ ItemError = _make("ItemError")
 ResultBatch = _make("ResultBatch")
 LogLine = _make("LogLine")
 LogBatch = _make("LogBatch")
+LogAck = _make("LogAck")
 JobSetupFailed = _make("JobSetupFailed")
 _CLASSES = {cls.TAG: cls for cls in (WorkerHello, Heartbeat, StartJob, InputBatchView, EndJob, ItemError,
-                                     ResultBatch, LogLine, LogBatch, JobSetupFailed)}
+                                     ResultBatch, LogLine, LogBatch, LogAck, JobSetupFailed)}
 
 
 class DecodeError(ValueError):

@@ -29,6 +29,7 @@ InputsDone            C→H        no input after ``total``
 ResultBatch           W→N→H→C    results of one input batch
 ResultAck             C→H        the client consumed N result batches
 LogBatch              W→N→H→C    lines printed by the function
+LogAck                C→H→N→W    the client printed N log batches (log credit)
 CancelJob             C→H        stop the job
 JobEnded              H→C        the job is over (done, failed or canceled)
 JobNotice             H→C        one line the user should see (a node was lost...)
@@ -205,6 +206,15 @@ class LogBatch(_Msg):
     lines: list[LogLine]
 
 
+class LogAck(_Msg):
+    """Log batches consumed: a worker may have at most ``runtime._worker.LOG_WINDOW`` of its
+    batches not yet acknowledged by the client, so print output is bounded
+    at every hop (past the window, ``print`` blocks in the worker)."""
+
+    job_id: str
+    batches: int
+
+
 # --- head <-> node <-> worker ---------------------------------------------------
 
 
@@ -304,6 +314,7 @@ Message = Union[
     ResultBatch,
     ResultAck,
     LogBatch,
+    LogAck,
     AssignJob,
     StartJob,
     JobSetupFailed,

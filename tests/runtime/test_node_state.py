@@ -298,3 +298,17 @@ def test_prefetch_comes_from_the_head():
     cmds = head.submit("c", SubmitJob("j", "f", b"fn", 1, 0, 0, 3, 0.0, True), 0)
     (a,) = [c.msg for c in cmds if isinstance(c.msg, AssignJob)]
     assert a.prefetch == 5
+
+
+def test_log_acks_go_back_to_the_workers_that_sent_the_oldest_batches():
+    from burla.transport.messages import LogAck, LogBatch, LogLine
+
+    s = ready_node(2)
+    serving(s, assign(n_workers=2))
+    for wid in (0, 1, 0):
+        assert told_head(s.worker_logs(wid, LogBatch("j", [LogLine(0, 1, "x")])), LogBatch)
+    cmds = s.log_ack(LogAck("j", 2))
+    assert {(c.wid, c.msg.batches) for c in of(cmds, ToWorker)} == {(0, 1), (1, 1)}
+    assert [(c.wid, c.msg.batches) for c in of(s.log_ack(LogAck("j", 5)), ToWorker)] == [(0, 1)]
+    assert s.log_ack(LogAck("other", 1)) == []
+    assert s.worker_logs(0, LogBatch("other", [])) == []  # lines of a job this node no longer serves

@@ -225,3 +225,20 @@ def test_client_is_told_in_one_line_when_a_node_is_lost():
     holder = next(n.node_id for n in s.nodes.values() if n.inflight)
     notices = to_client(s.node_left(holder), JobNotice)
     assert len(notices) == 1 and holder in notices[0].text and "1 input batch" in notices[0].text
+
+
+def test_log_batches_go_to_the_client_and_its_acks_back_to_their_nodes():
+    from burla.transport.messages import LogAck, LogBatch, LogLine
+
+    s = HeadState()
+    s.node_joined(node("n1"))
+    s.node_joined(node("n2"))
+    s.submit("c1", spec(), 0)
+    lines = LogBatch("j", [LogLine(0, 1, "hi")])
+    assert [c.msg for c in s.logs("n1", lines) if isinstance(c, ToClient)] == [lines]
+    s.logs("n2", lines)
+    s.logs("n1", lines)
+    acks = to_node(s.log_ack("c1", "j", 3), kind=LogAck)
+    assert sorted(a.batches for a in acks) == [1, 2]
+    assert s.log_ack("c2", "j", 1) == []  # not this client's job
+    assert s.logs("n9", lines) == []  # not a node of the job

@@ -11,7 +11,7 @@ def test_every_message_roundtrips() -> None:
         m.JobEnded("j", "failed", m.JobError("WorkerCrashed", "x", 3)), m.CancelJob("j", "r"), m.JobNotice("j", "t"),
         m.InputCredit("j", 4), m.InputBatch("j", 0, [1, 2], 0, b"ab"), m.InputsDone("j", 2),
         m.ResultBatch("j", 0, [1], [m.ItemError(0, "E", "tb", b"")], [0.1], b"a"), m.ResultAck("j", 1),
-        m.LogBatch("j", [m.LogLine(0, 1, "hi")]), m.AssignJob("j", b"f", 2, 0.0, 0), m.StartJob("j", b"f", 0.0),
+        m.LogBatch("j", [m.LogLine(0, 1, "hi")]), m.LogAck("j", 2), m.AssignJob("j", b"f", 2, 0.0, 0), m.StartJob("j", b"f", 0.0),
         m.JobSetupFailed("j", "x"), m.BatchLost("j", 0, -1, "r"), m.ReleaseJob("j"), m.EndJob("j"),
         m.BatchAssigned("j", 0, 1), m.NodeStats(1.5, 10, 20), m.RestartNode(),
     ]
