@@ -12,7 +12,8 @@ import statistics
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 
@@ -95,14 +96,14 @@ def w4(engine: Engine, quick: bool, reps: int, n_iter: int, serial_per_task: flo
 
 
 def m1(engine: Engine, quick: bool) -> dict[str, Any]:
-    pids = [os.getpid()] + engine.service_pids()
+    pids = [os.getpid(), *engine.service_pids()]
     procs = [psutil.Process(p) for p in pids]
     out: dict[str, Any] = {"unit": "MB", "better": "lower", "by_n": {}}
     for n in SIZES["M1"][quick]:
         peak = [0]
         stop = threading.Event()
 
-        def sample() -> None:
+        def sample(stop: threading.Event = stop, peak: list[int] = peak) -> None:
             while not stop.wait(0.05):
                 try:
                     peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs))

@@ -8,7 +8,8 @@ of W1.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class Engine:

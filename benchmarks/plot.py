@@ -13,7 +13,8 @@ def plot(path: str, out_dir: str | None = None) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    report = json.load(open(path))
+    with open(path) as f:
+        report = json.load(f)
     out_dir = out_dir or os.path.dirname(os.path.abspath(path))
     written = []
     results: dict[str, Any] = report["results"]

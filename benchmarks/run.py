@@ -85,7 +85,7 @@ def _cold(engine: str, ncpu: int, reps: int, timeout: float) -> dict[str, Any]:
 
 def _ray_stop() -> None:
     if shutil.which("ray"):
-        subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=60)
+        subprocess.run(["ray", "stop", "--force"], check=False, capture_output=True, timeout=60)
 
 
 def available(engine: str) -> bool:
@@ -106,7 +106,8 @@ def run(engines: list[str], workloads: list[str], quick: bool, timeout: float) -
             continue
         print(f"... {engine}", file=sys.stderr, flush=True)
         res: dict[str, Any] = {}
-        warm = [w for w in workloads if w in ("W1", "W2", "W3", "W4", "M1") and engine in PEERS_ONLY_FOR.get(w, {engine})]
+        warm = [w for w in workloads
+                if w in ("W1", "W2", "W3", "W4", "M1") and engine in PEERS_ONLY_FOR.get(w, {engine})]
         if engine.startswith("ray"):
             _ray_stop()
         if warm:
@@ -115,7 +116,8 @@ def run(engines: list[str], workloads: list[str], quick: bool, timeout: float) -
         if "W5" in workloads:
             res["W5"] = _cold(engine, ncpu, 1 if quick else 3, timeout)
         if "S1" in workloads and engine == "burla":
-            s1 = _run_child(["--engine", "burla", "--workloads", "W1,W3", "--nodes", "2", *(["--quick"] if quick else [])], timeout)
+            quick_flag = ["--quick"] if quick else []
+            s1 = _run_child(["--engine", "burla", "--workloads", "W1,W3", "--nodes", "2", *quick_flag], timeout)
             res["S1"] = {"W1": s1.get("W1"), "W3": s1.get("W3"), "error": s1.get("error")}
         if engine.startswith("ray"):
             _ray_stop()
@@ -195,10 +197,7 @@ def _cell(r: Any) -> str:
     if "W1" in r:  # S1
         return f"{_cell(r['W1'])} / {_cell(r['W3'])}"
     v = r["value"]
-    if r["unit"] == "calls/s" or r["unit"] == "MB/s" or r["unit"] == "MB":
-        s = f"{v:,.0f}"
-    else:
-        s = f"{v:.3f}"
+    s = f"{v:,.0f}" if r["unit"] == "calls/s" or r["unit"] == "MB/s" or r["unit"] == "MB" else f"{v:.3f}"
     if "min" in r and r["min"] != r["max"]:
         s += f" ({r['min']:,.3g}–{r['max']:,.3g})"
     return s

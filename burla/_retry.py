@@ -14,7 +14,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ._errors import BurlaError
 
@@ -28,7 +29,7 @@ class Fatal(BurlaError):
 
 def backoff(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
     """Full-jitter delay after ``attempt`` (1-based) failures."""
-    return rng() * min(cap, base * 2 ** (attempt - 1))
+    return float(rng() * min(cap, base * 2 ** (attempt - 1)))
 
 
 async def retry(attempt: Callable[[], Awaitable[T]], *, retry_on: tuple[type[BaseException], ...], deadline: float,

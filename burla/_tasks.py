@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 log = logging.getLogger("burla.tasks")
 
@@ -71,3 +72,17 @@ class TaskRegistry:
         failed = self._failed
         if failed is not None and failed.done() and not failed.cancelled():
             failed.exception()  # retrieved: reported through failed() or the log already
+
+
+async def first_of(*aws: object) -> None:
+    """Run the awaitables until the first one finishes; cancel the rest.
+    The first one's error (if any) propagates."""
+    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[call-overload]  # coroutines and futures alike
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for t in done:
+        t.result()

@@ -13,10 +13,10 @@ from typing import ClassVar
 import msgspec
 
 from burla import ProviderError
+from burla._config import config_dir
 from burla.cloud import ClusterRecord, Resource
 from burla.cloud._local import LocalProvider, start_local_cluster
 from burla.cloud._spec import ClusterName, NodeCount, WorkersPerNode
-from burla._config import config_dir
 
 
 class FakeProviderSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="fake", tag_field="type"):
@@ -38,7 +38,7 @@ def _log(line: str) -> None:
 
 
 class FakeProvider(LocalProvider):
-    type: ClassVar[str] = "fake"
+    kind: ClassVar[str] = "fake"
     spec_type: ClassVar[type[FakeClusterSpec]] = FakeClusterSpec  # type: ignore[assignment]  # a wider spec than local's
     ready_timeout: ClassVar[float] = 20.0
 

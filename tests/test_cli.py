@@ -9,9 +9,8 @@ import sys
 import psutil
 import pytest
 
-from burla.cloud import load_spec
 from burla import ConfigError
-from burla.cloud import stop_pids
+from burla.cloud import load_spec, stop_pids
 
 from .conftest import ROOT
 

@@ -10,7 +10,7 @@ import urllib.parse
 from .. import _config
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("dashboard", help="print the current cluster's dashboard link (and open it)")
     p.add_argument("name", nargs="?")
     p.add_argument("--no-open", action="store_true", help="only print the link")
@@ -24,7 +24,8 @@ def main(args: argparse.Namespace) -> int:
     # The token rides in the fragment, which browsers never send to a server.
     url = f"{record.http}/login#token={urllib.parse.quote(record.token)}"
     print(url)
-    if not args.no_open and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"):
+    graphical = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform == "darwin"
+    if not args.no_open and graphical:
         import webbrowser
 
         webbrowser.open(url)

@@ -14,7 +14,7 @@ from .. import _loop
 from ..scheduler import Head
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("head", help="run the head (main service) of a cluster")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="TCP port for clients and nodes (0: any free port)")
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def main(args: argparse.Namespace) -> int:
     token = args.token or os.environ.pop("BURLA_TOKEN", None) or secrets.token_urlsafe(32)
-    return _loop.run(_serve(args, token))
+    return int(_loop.run(_serve(args, token)))
 
 
 async def _serve(args: argparse.Namespace, token: str) -> int:
@@ -40,7 +40,7 @@ async def _serve(args: argparse.Namespace, token: str) -> int:
     if args.reap_gce or args.reap_gce_metadata:
         from ..cloud.gce._reaper import Reaper
 
-        text = open(args.reap_gce).read() if args.reap_gce else os.environ.get("BURLA_GCE", "{}")
+        text = _read(args.reap_gce) if args.reap_gce else os.environ.get("BURLA_GCE", "{}")
         watcher = Reaper(json.loads(text))
     head = Head(token, args.name, node_watcher=watcher)
     if args.listen_fd is not None:
@@ -62,3 +62,8 @@ async def _serve(args: argparse.Namespace, token: str) -> int:
     await stop.wait()
     await head.stop()
     return 0
+
+
+def _read(path: str) -> str:
+    with open(path) as f:  # a small file, read once before the head serves
+        return f.read()

@@ -8,7 +8,7 @@ import sys
 from .._errors import ProviderError
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("image", help="build burla's node/worker image (no registry needed)")
     isub = p.add_subparsers(dest="image_command", metavar="build", required=True)
     b = isub.add_parser("build", help="build the image")

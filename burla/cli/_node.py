@@ -15,7 +15,7 @@ from ..runtime._node import NodeConfig, NodeDaemon
 from ..transport._address import parse_address
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("node", help="run a node daemon that joins a head")
     p.add_argument("--head", required=True, help="HOST:PORT of the head")
     p.add_argument("--token", help="cluster token (default: $BURLA_TOKEN)")
@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
               "--status-dir and --status-volume", file=sys.stderr)
         return 2
     try:
-        return _loop.run(_serve(args, host, port, listen, token))
+        return int(_loop.run(_serve(args, host, port, listen, token)))
     except (ClusterUnreachable, ProviderError) as e:
         print(f"burla node: {e}", file=sys.stderr)
         return 1

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import secrets
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, cast
 
 from .._errors import ConnectionLost, JobCanceled
-from ..transport._payload import unpack
+from ..transport._payload import Segments, unpack
 from ..transport.messages import INITIAL_INPUT_CREDIT, InputBatch, SubmitJob
 from . import _cluster
 from ._events import Ended, FeedFailed, Lost, Results
@@ -55,7 +56,8 @@ class Feeder:
     def _run(self) -> None:
         try:
             for start, ends, payload in self.batcher:
-                if self._stop.is_set() or not self.job.send_batch(InputBatch(self.job.job_id, start, ends, 0, payload)):
+                batch = InputBatch(self.job.job_id, start, ends, 0, _as_bytes(payload))
+                if self._stop.is_set() or not self.job.send_batch(batch):
                     return
             self.job.inputs_done(self.batcher.count)
         except ConnectionLost:
@@ -76,7 +78,7 @@ class JobRun:
         self.fn_name = getattr(fn, "__name__", type(fn).__name__)
         self.blob = dumps_function(fn)  # errors before anything is sent
         self.inputs = inputs
-        self.total = len(inputs) if hasattr(inputs, "__len__") else None
+        self.total = len(inputs) if isinstance(inputs, Sized) else None
         self.options = options
 
     def _target_batch(self, session: Session) -> int:
@@ -99,9 +101,9 @@ class JobRun:
         session = _cluster.session()
         batcher = Batcher(self.inputs, self._target_batch(session), self.options.max_input_bytes)
         job_id = f"{self.fn_name}-{secrets.token_urlsafe(6)}"
-        first = []
+        first: list[InputBatch] = []
         while len(first) < INITIAL_INPUT_CREDIT and (b := batcher.next_batch()) is not None:
-            first.append(InputBatch(job_id, b[0], b[1], 0, b[2]))
+            first.append(InputBatch(job_id, b[0], b[1], 0, _as_bytes(b[2])))
         if not first:  # an empty generator
             return
         done_total = batcher.count if batcher.exhausted else None
@@ -151,3 +153,9 @@ class JobRun:
             if not finished:  # an error above, or the caller dropped the generator
                 job.cancel("the client stopped the job")
             job.close()
+
+
+def _as_bytes(payload: bytes | Segments) -> bytes:
+    """A batch payload for an InputBatch: Segments (pickles not yet joined) are
+    written as they are by encode_parts, so they stand in for bytes, uncopied."""
+    return cast(bytes, payload)

@@ -7,17 +7,18 @@ import io
 import os
 import pickle
 import sys
-import types
-from collections import ChainMap
 import sysconfig
 import time
+import types
+from collections import ChainMap
+from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import Any, ClassVar
 
 import cloudpickle
 
 from .._errors import InputTooBig, SerializationError
-from ..transport._payload import Packer
+from ..transport._payload import Packer, Segments
 
 MAX_FUNCTION_BYTES = 100 * 1024 * 1024
 _system_dirs = tuple(
@@ -45,13 +46,13 @@ def _is_local(module: ModuleType, roots: list[str]) -> bool:
     path = os.path.realpath(path)
     if path.startswith(_system_dirs) or "site-packages" in path or "dist-packages" in path:
         return False
-    return path.startswith(tuple(roots))
+    return bool(path.startswith(tuple(roots)))
 
 
 def register_local_modules() -> None:
     """Ship modules that live next to the user's script (not installed
     anywhere the workers could import them from) by value."""
-    global _scanned_count
+    global _scanned_count  # noqa: PLW0603 (a cache of the scan, process-wide by nature)
     if len(sys.modules) == _scanned_count:
         return
     roots = _local_roots()
@@ -72,8 +73,9 @@ def _code_reduce_keeping_filename(code: types.CodeType) -> Any:
     return ctor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
 
 
-class _FunctionPickler(cloudpickle.Pickler):
-    dispatch_table = ChainMap({types.CodeType: _code_reduce_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+class _FunctionPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
+    dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
+        {types.CodeType: _code_reduce_keeping_filename}, cloudpickle.Pickler.dispatch_table)
 
 
 def dumps_function(fn: Callable[..., Any]) -> bytes:
@@ -115,7 +117,7 @@ class Batcher:
         self.count = 0
         self.exhausted = False
 
-    def next_batch(self) -> tuple[int, list[int], bytes] | None:
+    def next_batch(self) -> tuple[int, list[int], bytes | Segments] | None:
         if self.exhausted:
             return None
         packer = Packer()
@@ -130,7 +132,8 @@ class Batcher:
                 ) from None
             if n > self.max_input_bytes:
                 raise InputTooBig(
-                    f"input {self.count} pickles to {n / 2**20:.1f} MiB, over the {self.max_input_bytes / 2**20:.0f} MiB "
+                    f"input {self.count} pickles to {n / 2**20:.1f} MiB, "
+                    f"over the {self.max_input_bytes / 2**20:.0f} MiB "
                     "limit: pass a path or URL and load the data inside the function, or raise max_input_bytes"
                 )
             self.count += 1
@@ -146,6 +149,6 @@ class Batcher:
         ends, payload = packer.take()
         return start, ends, payload
 
-    def __iter__(self) -> Iterator[tuple[int, list[int], bytes]]:
+    def __iter__(self) -> Iterator[tuple[int, list[int], bytes | Segments]]:
         while (batch := self.next_batch()) is not None:
             yield batch

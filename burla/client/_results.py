@@ -21,7 +21,7 @@ def rebuild(err: ItemError) -> BaseException:
     if not isinstance(exc, BaseException):
         return RemoteError(err.type_name, err.traceback, err.index)
     try:
-        exc.burla_input_index = err.index  # type: ignore[attr-defined]
+        exc.burla_input_index = err.index  # type: ignore[attr-defined]  # burla's attribute on the user's exception
         exc.add_note(f"[burla] raised remotely while processing input {err.index}")
     except (AttributeError, TypeError):
         pass

@@ -19,7 +19,8 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Coroutine, TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from .. import _loop
 from .._errors import ConnectionLost, ProtocolError
@@ -28,6 +29,7 @@ from ..transport.messages import (
     INITIAL_INPUT_CREDIT,
     CancelJob,
     ClientHello,
+    DecodedMessage,
     InputBatch,
     InputCredit,
     InputsDone,
@@ -65,7 +67,7 @@ class JobChannel:
         self._credit_changed = asyncio.Event()
 
     # loop side
-    def _on_message(self, msg: Message) -> None:
+    def _on_message(self, msg: DecodedMessage) -> None:
         match msg:
             case InputCredit(batches=n):
                 self._credit += n
@@ -116,7 +118,8 @@ class JobChannel:
             except queue.Empty:
                 pass
             if not self.session.running:
-                return Lost(ConnectionLost(f"the client's connection thread for {self.session.address} stopped"))
+                why = "was closed" if self.session._closed else "stopped"
+                return Lost(ConnectionLost(f"the client's session with {self.session.address} {why}"))
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
@@ -161,6 +164,7 @@ class Session:
         self.jobs: dict[str, JobChannel] = {}
         self.dead: ConnectionLost | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._closed = False
         self._thread = threading.Thread(target=self.loop.run_forever, name="burla-client", daemon=True)
         self._thread.start()
         try:
@@ -173,7 +177,8 @@ class Session:
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive() and self.loop.is_running()
+        """The loop thread is alive and the session not closed."""
+        return self._thread.is_alive() and not self._closed
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop thread and wait for it: at most ``timeout``
@@ -196,7 +201,8 @@ class Session:
         if self.running:
             self.loop.call_soon_threadsafe(self._send_quietly, msg)
 
-    async def _connect(self, host: str, port: int, token: str, transport: TransportConfig) -> tuple[Connection, Welcome]:
+    async def _connect(self, host: str, port: int, token: str,
+                       transport: TransportConfig) -> tuple[Connection, Welcome]:
         conn = await connect(host, port, token, transport)
         conn.send_nowait(ClientHello())
         welcome = await conn.recv()
@@ -251,6 +257,7 @@ class Session:
                 await self.conn.close(timeout=1.0)
 
         if self.running:
+            self._closed = True
             try:
                 asyncio.run_coroutine_threadsafe(shut(), self.loop).result(timeout=CLOSE_TIMEOUT)
             except (concurrent.futures.TimeoutError, ConnectionLost, OSError):
@@ -268,7 +275,8 @@ def _print_notice(text: str) -> None:
 
 
 def _print_lines(lines: list[LogLine]) -> None:
-    out, err = [], []
+    out: list[str] = []
+    err: list[str] = []
     for line in lines:
         (err if line.stream == 2 else out).append(line.text + "\n")
     try:

@@ -128,7 +128,7 @@ def _alive(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
     if proc is not None:
         return proc.poll() is None
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
     except psutil.Error:
@@ -139,7 +139,7 @@ class LocalProvider:
     """``provider: {type: local}``: the daemons are processes of this machine,
     recorded by pid (``burla down`` signals them)."""
 
-    type: ClassVar[str] = "local"
+    kind: ClassVar[str] = "local"
     spec_type: ClassVar[type[LocalClusterSpec]] = LocalClusterSpec
     spec_hints: ClassVar[dict[str, str]] = {}
     ready_timeout: ClassVar[float] = 30.0

@@ -33,7 +33,7 @@ class Resource(msgspec.Struct, frozen=True):
 
 
 class Provider(Protocol):
-    type: ClassVar[str]
+    kind: ClassVar[str]
     spec_type: ClassVar[type[Any]]  # the msgspec.Struct that cluster.yaml decodes into
     spec_hints: ClassVar[dict[str, str]]  # key path -> how to fix a bad value
     ready_timeout: ClassVar[float]  # seconds `burla up` waits for every node to register

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ..transport._codec import LogLine
 
@@ -72,7 +72,7 @@ class _LineWriter(io.TextIOBase):
         return True
 
     @property
-    def encoding(self) -> str:  # type: ignore[override]
+    def encoding(self) -> str:  # type: ignore[override]  # TextIOBase declares an attribute; a read-only property suffices
         return "utf-8"
 
     def isatty(self) -> bool:

@@ -17,7 +17,8 @@ from typing import Protocol
 
 def worker_args(node_address: str, wid: int, status_file: str) -> list[str]:
     """How every worker starts, after the interpreter (a process here, ``python3`` in a container)."""
-    return ["-m", "burla.runtime._worker", "--node", node_address, "--worker-id", str(wid), "--status-file", status_file]
+    return ["-m", "burla.runtime._worker", "--node", node_address, "--worker-id", str(wid),
+            "--status-file", status_file]
 
 
 class WorkerHandle(Protocol):
@@ -81,7 +82,8 @@ class ProcessLauncher:
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle:
         env = dict(os.environ, BURLA_TOKEN=self.token, PYTHONUNBUFFERED="1")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, *worker_args(self.node_address, wid, status_file), env=env, stdin=asyncio.subprocess.DEVNULL,
+            sys.executable, *worker_args(self.node_address, wid, status_file), env=env,
+            stdin=asyncio.subprocess.DEVNULL,
         )
         return ProcessHandle(proc)
 

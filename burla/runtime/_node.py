@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from .._errors import ClusterUnreachable, ConnectionLost, ProtocolError, ProviderError
 from .._retry import retry
-from .._tasks import TaskRegistry
+from .._tasks import TaskRegistry, first_of
 from ..transport import Connection, TransportConfig, connect, serve
 from ..transport.messages import (
     AssignJob,
@@ -38,9 +38,9 @@ from ..transport.messages import (
     JobSetupFailed,
     LogAck,
     LogBatch,
-    Message,
     NodeHello,
     NodeStats,
+    Outgoing,
     ReleaseJob,
     RestartNode,
     ResultBatchView,
@@ -70,7 +70,7 @@ class NodeConfig:
     reconnect_for: float = 0.0
     status_dir: str | None = None
     idle_shutdown: float = 0.0
-    transport: TransportConfig = TransportConfig()
+    transport: TransportConfig = TransportConfig()  # noqa: RUF009 (frozen: one shared default is safe)
 
 
 @dataclass
@@ -128,7 +128,7 @@ class NodeDaemon:
             if self.config.idle_shutdown:
                 self._tasks.spawn(self._exit_when_idle(self.config.idle_shutdown), "idle-shutdown")
             self._tasks.spawn(self._watchdog(), "watchdog")
-            await _first_of(self._serve_heads(), self._stop.wait(), self._tasks.failed())
+            await first_of(self._serve_heads(), self._stop.wait(), self._tasks.failed())
         finally:
             self._stopping = True
             server.close()
@@ -198,7 +198,7 @@ class NodeDaemon:
                 case Kill(wid=wid):
                     self._kill(wid)
 
-    def _to_head(self, msg: Message) -> None:
+    def _to_head(self, msg: Outgoing) -> None:
         if self._head is not None and not self._head.closed:
             self._head.send_nowait(msg)
 
@@ -392,20 +392,6 @@ class NodeDaemon:
                 head.send_nowait(NodeStats(psutil.cpu_percent(), vm.total - vm.available, vm.total))
 
 
-async def _first_of(*aws: object) -> None:
-    """Run the awaitables until the first one finishes; cancel the rest.
-    The first one's error (if any) propagates."""
-    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[call-overload]  # coroutines and futures alike
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for t in done:
-        t.result()
-
-
 def _count_gpus() -> int:
     import shutil
     import subprocess
@@ -413,7 +399,7 @@ def _count_gpus() -> int:
     if shutil.which("nvidia-smi") is None:
         return 0
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["nvidia-smi", "-L"], check=False, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
         return 0
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))

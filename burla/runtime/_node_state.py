@@ -48,7 +48,7 @@ from ..transport.messages import (
     JobSetupFailed,
     LogAck,
     LogBatch,
-    Message,
+    Outgoing,
     ResultBatchView,
     StartJob,
 )
@@ -97,12 +97,12 @@ class JobSlot:
 @dataclass(frozen=True)
 class ToWorker:
     wid: int
-    msg: Message
+    msg: Outgoing
 
 
 @dataclass(frozen=True)
 class ToHead:
-    msg: Message
+    msg: Outgoing
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cloudpickle
 
 from ..transport._blocking import BlockingConnection
-from ..transport._payload import pack, unpack
 from ..transport._codec import (
     EndJob,
     Heartbeat,
@@ -42,9 +42,9 @@ from ..transport._codec import (
     StartJob,
     WorkerHello,
 )
+from ..transport._payload import Segments, pack, unpack
 from ._capture import LineCapture
 from ._status import STATUS
-
 
 LOG_WINDOW = 4  # log batches on their way to the client, not yet acknowledged; past it print() blocks
 
@@ -132,12 +132,13 @@ class Worker:
                 if self.timeout:
                     signal.setitimer(signal.ITIMER_REAL, self.timeout)
                 try:
-                    result = fn(*args) if isinstance(args, tuple) else fn(args)  # type: ignore[misc]
+                    result = fn(*args) if isinstance(args, tuple) else fn(args)  # type: ignore[misc]  # fn is set before any batch runs
                 finally:
                     if self.timeout:
                         signal.setitimer(signal.ITIMER_REAL, 0)
             except _CallTimedOut:
-                errors.append(ItemError(index, "CallTimeout", f"call exceeded func_timeout={self.timeout:g}s", b"", True))
+                message = f"call exceeded func_timeout={self.timeout:g}s"
+                errors.append(ItemError(index, "CallTimeout", message, b"", True))
                 result = None
             except BaseException as e:
                 errors.append(_item_error(index, e))
@@ -156,14 +157,16 @@ class Worker:
         return ResultBatch(batch.job_id, batch.start, ends, errors, durations, payload)
 
     @staticmethod
-    def _pack_one_by_one(start: int, results: list[Any], errors: list[ItemError]) -> tuple[list[int], bytes]:
+    def _pack_one_by_one(start: int, results: list[Any],
+                         errors: list[ItemError]) -> tuple[list[int], bytes | Segments]:
         safe = []
         for i, r in enumerate(results):
             try:
                 cloudpickle.dumps(r)
                 safe.append(r)
             except Exception as e:
-                err = TypeError(f"the function returned {type(r).__name__!r} for input {start + i}, which cannot be pickled: {e}")
+                err = TypeError(f"the function returned {type(r).__name__!r} for input {start + i}, "
+                                f"which cannot be pickled: {e}")
                 errors.append(ItemError(start + i, "TypeError", str(err), cloudpickle.dumps(err)))
                 safe.append(None)
         return pack(safe)
@@ -213,7 +216,8 @@ def _item_error(index: int, e: BaseException) -> ItemError:
 def _describe_load_failure(e: BaseException) -> str:
     hint = ""
     if isinstance(e, (ModuleNotFoundError, ImportError)):
-        hint = " (the function needs a module the workers do not have: install it on the nodes, or keep it as a local .py file next to your script so burla ships it)"
+        hint = (" (the function needs a module the workers do not have: install it on the nodes, "
+                "or keep it as a local .py file next to your script so burla ships it)")
     return f"workers could not load the function: {type(e).__name__}: {e}{hint}"
 
 

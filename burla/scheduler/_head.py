@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._errors import ConnectionLost, ProtocolError
 from ..transport import Connection, TransportConfig, serve
 from ..transport.messages import (
+    PROTOCOL_VERSION,
     BatchAssigned,
     BatchLost,
     CancelJob,
     ClientHello,
+    InputBatch,
     InputBatchView,
     InputsDone,
     JobEnded,
@@ -32,8 +34,7 @@ from ..transport.messages import (
     LogBatch,
     NodeHello,
     NodeStats,
-    PROTOCOL_VERSION,
-    InputBatch,
+    Outgoing,
     ResultAck,
     ResultBatchView,
     SubmitJob,
@@ -245,10 +246,10 @@ class Head:
                     self.monitor.dispatched(msg.job_id, cmd.node_id, msg.start, len(msg.ends))
                 self._send_node(cmd)
 
-    def _send_client(self, client_id: str, msg: object) -> None:
+    def _send_client(self, client_id: str, msg: Outgoing) -> None:
         conn = self._clients.get(client_id)
         if conn is not None and not conn.closed:
-            conn.send_nowait(msg)  # type: ignore[arg-type]
+            conn.send_nowait(msg)
 
     def _send_node(self, cmd: ToNode) -> None:
         conn = self._nodes.get(cmd.node_id)

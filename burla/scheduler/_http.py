@@ -15,15 +15,16 @@ import hashlib
 import hmac
 import json
 import socket
-import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from ._monitor import JobRecord
 from ._view import HeadView
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HEAD_KEY: web.AppKey[HeadView] = web.AppKey("head")
 TOKEN_KEY: web.AppKey[str] = web.AppKey("token")
 CLOSING_KEY: web.AppKey[asyncio.Event] = web.AppKey("closing")
@@ -42,7 +43,7 @@ def _equal(a: str, b: str) -> bool:
 
 
 @web.middleware
-async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith(PUBLIC):
         return await handler(request)
     token = request.app[TOKEN_KEY]
@@ -50,7 +51,8 @@ async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable
     if bearer.startswith("Bearer ") and _equal(bearer[7:].strip(), token):
         return await handler(request)
     if _equal(request.cookies.get(COOKIE, ""), _derive(token, "session")):
-        if request.method not in ("GET", "HEAD") and not _equal(request.headers.get("X-CSRF-Token", ""), _derive(token, "csrf")):
+        csrf_ok = _equal(request.headers.get("X-CSRF-Token", ""), _derive(token, "csrf"))
+        if request.method not in ("GET", "HEAD") and not csrf_ok:
             return web.json_response({"error": "missing or wrong X-CSRF-Token header"}, status=403)
         return await handler(request)
     if request.path.startswith("/v1/"):

@@ -11,34 +11,34 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
-from ..transport.messages import InputBatch
+from ..transport.messages import AnyInputBatch
 
 
 class QueueBackend(Protocol):
     def create(self, job_id: str) -> None: ...
-    def push(self, job_id: str, batch: InputBatch) -> None: ...
-    def push_front(self, job_id: str, batch: InputBatch) -> None:
+    def push(self, job_id: str, batch: AnyInputBatch) -> None: ...
+    def push_front(self, job_id: str, batch: AnyInputBatch) -> None:
         """Put a retried batch ahead of fresh ones."""
 
-    def pop(self, job_id: str) -> InputBatch | None: ...
+    def pop(self, job_id: str) -> AnyInputBatch | None: ...
     def length(self, job_id: str) -> int: ...
     def delete(self, job_id: str) -> None: ...
 
 
 class InProcessQueue:
     def __init__(self) -> None:
-        self._queues: dict[str, deque[InputBatch]] = {}
+        self._queues: dict[str, deque[AnyInputBatch]] = {}
 
     def create(self, job_id: str) -> None:
         self._queues[job_id] = deque()
 
-    def push(self, job_id: str, batch: InputBatch) -> None:
+    def push(self, job_id: str, batch: AnyInputBatch) -> None:
         self._queues[job_id].append(batch)
 
-    def push_front(self, job_id: str, batch: InputBatch) -> None:
+    def push_front(self, job_id: str, batch: AnyInputBatch) -> None:
         self._queues[job_id].appendleft(batch)
 
-    def pop(self, job_id: str) -> InputBatch | None:
+    def pop(self, job_id: str) -> AnyInputBatch | None:
         q = self._queues[job_id]
         return q.popleft() if q else None
 

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 
 from ..transport.messages import (
     INITIAL_INPUT_CREDIT,
+    AnyInputBatch,
+    AnyResultBatch,
     AssignJob,
-    InputBatch,
     InputCredit,
     JobAccepted,
     JobEnded,
@@ -42,13 +43,12 @@ from ..transport.messages import (
     JobNotice,
     LogAck,
     LogBatch,
-    Message,
+    Outgoing,
     ReleaseJob,
     RestartNode,
-    ResultBatch,
     SubmitJob,
-    payload_bytes,
 )
+from ._batches import crash_message, split_around
 from ._queue import InProcessQueue, QueueBackend
 
 
@@ -78,13 +78,13 @@ class HeadConfig:
 @dataclass
 class ToNode:
     node_id: str
-    msg: Message
+    msg: Outgoing
 
 
 @dataclass
 class ToClient:
     client_id: str
-    msg: Message
+    msg: Outgoing
 
 
 Command = ToNode | ToClient
@@ -120,7 +120,7 @@ class JobState:
     client_id: str
     submitted_at: float
     credit_out: int = INITIAL_INPUT_CREDIT
-    inflight: dict[int, tuple[str, InputBatch]] = field(default_factory=dict)
+    inflight: dict[int, tuple[str, AnyInputBatch]] = field(default_factory=dict)
     unacked: int = 0
     received: int = 0  # inputs received from the client
     delivered: int = 0  # inputs whose results went to the client
@@ -171,7 +171,7 @@ class HeadState:
         job_id = node.job_id
         self._take_back(node)
         cmds: list[Command] = [ToNode(node_id, ReleaseJob(job_id))] if job_id else []
-        return cmds + [ToNode(node_id, RestartNode())] + self._settle()
+        return [*cmds, ToNode(node_id, RestartNode()), *self._settle()]
 
     def _take_back(self, node: NodeState) -> None:
         """Detach a node from its job, requeueing (uncharged) what it held."""
@@ -193,12 +193,13 @@ class HeadState:
             return []
         node.inflight.discard((job_id, start))
         _, batch = job.inflight.pop(start)
-        parts = _split_around(batch, crashed_index)
+        parts = split_around(batch, crashed_index)
         for part in reversed(parts):
             if part.start == crashed_index:
                 part.attempt += 1
                 if part.attempt > job.spec.max_retries:
-                    error = JobError("WorkerCrashed", _crash_message(crashed_index, part.attempt, reason), crashed_index)
+                    why = crash_message(crashed_index, part.attempt, reason)
+                    error = JobError("WorkerCrashed", why, crashed_index)
                     return self._end(job, "failed", error)
             self.queue.push_front(job_id, part)
         return self._settle()
@@ -209,7 +210,7 @@ class HeadState:
             return []
         return self._end(job, "failed", JobError(kind, message))
 
-    def result(self, node_id: str, rb: ResultBatch) -> list[Command]:
+    def result(self, node_id: str, rb: AnyResultBatch) -> list[Command]:
         job = self.jobs.get(rb.job_id)
         node = self.nodes.get(node_id)
         key = (rb.job_id, rb.start)
@@ -247,7 +248,7 @@ class HeadState:
         cmds.insert(0, ToClient(client_id, JobAccepted(spec.job_id, job.workers, INITIAL_INPUT_CREDIT)))
         return cmds
 
-    def input_batch(self, client_id: str, batch: InputBatch) -> list[Command]:
+    def input_batch(self, client_id: str, batch: AnyInputBatch) -> list[Command]:
         job = self.jobs.get(batch.job_id)
         if job is None or job.client_id != client_id:
             return []  # canceled or finished meanwhile
@@ -408,31 +409,3 @@ class HeadState:
             f"no node can run one call with {want}: the largest node has {biggest.cpus} CPUs and "
             f"{biggest.ram_bytes / 2**30:.1f} GiB RAM; lower func_cpu/func_ram or add bigger nodes"
         )
-
-
-def _sub_batch(batch: InputBatch, payload: bytes, lo: int, hi: int, attempt: int) -> InputBatch:
-    base = batch.ends[lo - 1] if lo else 0
-    ends = [e - base for e in batch.ends[lo:hi]]
-    return InputBatch(batch.job_id, batch.start + lo, ends, attempt, payload[base : batch.ends[hi - 1]])
-
-
-def _split_around(batch: InputBatch, crashed_index: int) -> list[InputBatch]:
-    """Split a lost batch so the input that crashed travels alone (as new
-    batches: the received frame of ``batch`` no longer describes them).
-    Only the crashed input keeps its attempt count."""
-    i = crashed_index - batch.start
-    if not 0 <= i < len(batch.ends):
-        return [batch]
-    payload = payload_bytes(batch.payload)
-    n = len(batch.ends)
-    parts = []
-    if i > 0:
-        parts.append(_sub_batch(batch, payload, 0, i, 0))
-    parts.append(_sub_batch(batch, payload, i, i + 1, batch.attempt))
-    if i + 1 < n:
-        parts.append(_sub_batch(batch, payload, i + 1, n, 0))
-    return parts
-
-
-def _crash_message(index: int, attempts: int, reason: str) -> str:
-    return f"input {index} crashed its worker {attempts} time(s) (last: {reason}); it was not retried again"

@@ -8,7 +8,13 @@ the framing and its pure-Python codec without the asyncio/msgspec parts.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typed for checkers; loaded lazily at run time (see __getattr__)
+    from . import messages
+    from ._config import TransportConfig
+    from ._connection import Connection, connect, serve
+    from ._framing import FrameDecoder, frame_message
 
 __all__ = ["Connection", "FrameDecoder", "TransportConfig", "connect", "frame_message", "messages", "serve"]
 _WHERE = {"Connection": "._connection", "connect": "._connection", "serve": "._connection",

@@ -9,11 +9,11 @@ from collections import deque
 from typing import Any
 
 from .._errors import AuthenticationError, ConnectionLost, ProtocolError
-from ._address import parse_address
 from . import _auth
+from ._address import parse_address
+from ._codec import DecodeError, Heartbeat, decode, encode_parts
 from ._config import TransportConfig
 from ._framing import FrameDecoder, frame_parts
-from ._codec import DecodeError, Heartbeat, decode, encode_parts
 
 
 class BlockingConnection:

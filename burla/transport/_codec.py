@@ -36,6 +36,20 @@ WorkerHello = _impl.WorkerHello
 decode = _impl.decode
 encode_parts = _impl.encode_parts
 
-__all__ = ["DecodeError", "EndJob", "Heartbeat", "InputBatchView", "ItemError", "JobSetupFailed",
-           "LogAck", "LogBatch",
-           "LogLine", "PURE", "ResultBatch", "StartJob", "WorkerHello", "decode", "encode_parts"]
+__all__ = [
+    "PURE",
+    "DecodeError",
+    "EndJob",
+    "Heartbeat",
+    "InputBatchView",
+    "ItemError",
+    "JobSetupFailed",
+    "LogAck",
+    "LogBatch",
+    "LogLine",
+    "ResultBatch",
+    "StartJob",
+    "WorkerHello",
+    "decode",
+    "encode_parts",
+]

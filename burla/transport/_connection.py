@@ -21,7 +21,7 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -29,10 +29,10 @@ from .._errors import AuthenticationError, ClusterUnreachable, ConnectionLost, P
 from . import _auth
 from ._config import TransportConfig
 from ._framing import FrameDecoder, frame_message, frame_parts
-from .messages import Heartbeat, Message, decode, encode, encode_parts
+from .messages import DecodedMessage, Heartbeat, Outgoing, decode, encode, encode_parts
 
 log = logging.getLogger("burla.transport")
-_HEARTBEAT = b"".join(frame_message(encode(Heartbeat())))
+_HEARTBEAT = b"".join(frame_message(bytes(encode(Heartbeat()))))
 
 
 class _Protocol(asyncio.BufferedProtocol):
@@ -55,11 +55,11 @@ class _Protocol(asyncio.BufferedProtocol):
 
     # transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream protocol's transport is a Transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.transport.set_write_buffer_limits(high=self.config.write_high_water)  # type: ignore[union-attr]
+        self.transport.set_write_buffer_limits(high=self.config.write_high_water)  # type: ignore[union-attr]  # set in connection_made, before any data
         if not self._connected.done():
             self._connected.set_result(None)
 
@@ -80,7 +80,7 @@ class _Protocol(asyncio.BufferedProtocol):
                 return
             if self._over_high_water() and not self._reading_paused:
                 self._reading_paused = True
-                self.transport.pause_reading()  # type: ignore[union-attr]
+                self.transport.pause_reading()  # type: ignore[union-attr]  # set in connection_made, before any data
         self._wake()
 
     def eof_received(self) -> bool:
@@ -128,7 +128,7 @@ class _Protocol(asyncio.BufferedProtocol):
         if (self._reading_paused and len(self.frames) <= cfg.max_pending // 2
                 and self.pending_bytes <= cfg.max_pending_bytes // 2):
             self._reading_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            self.transport.resume_reading()  # type: ignore[union-attr]  # set in connection_made, before any data
         return frame
 
     async def drain(self) -> None:
@@ -162,7 +162,7 @@ class Connection:
         self.peer = peer
         self.config = protocol.config
         self._p = protocol
-        self._transport: asyncio.Transport = protocol.transport  # type: ignore[assignment]
+        self._transport: asyncio.Transport = protocol.transport  # type: ignore[assignment]  # a stream protocol's transport is a Transport
         self._closed = False
         self._sent_since_beat = False
         self._beat_task = asyncio.get_running_loop().create_task(self._beat())
@@ -171,14 +171,14 @@ class Connection:
     def closed(self) -> bool:
         return self._closed or self._transport.is_closing()
 
-    def send_nowait(self, msg: Message) -> None:
+    def send_nowait(self, msg: Outgoing) -> None:
         """Queue a message without waiting; for bounded traffic only."""
         if self.closed:
             raise ConnectionLost(f"connection to {self.peer} is closed")
-        self._transport.writelines(frame_parts(encode_parts(msg), self.config.max_frame))  # type: ignore[arg-type]
+        self._transport.writelines(frame_parts(encode_parts(msg), self.config.max_frame))
         self._sent_since_beat = True
 
-    async def send(self, msg: Message) -> None:
+    async def send(self, msg: Outgoing) -> None:
         self.send_nowait(msg)
         await self.drain()
 
@@ -190,10 +190,10 @@ class Connection:
             self.abort()
             raise ConnectionLost(f"connection to {self.peer} lost: {e}") from None
 
-    async def recv(self) -> Message:
+    async def recv(self) -> DecodedMessage:
         return (await self.recv_raw())[0]
 
-    async def recv_raw(self) -> tuple[Message, bytes | bytearray]:
+    async def recv_raw(self) -> tuple[DecodedMessage, bytes | bytearray]:
         """The next message and the encoded body it came from."""
         while True:
             while not self._p.frames:
@@ -224,7 +224,7 @@ class Connection:
             raise ConnectionLost(f"{self.peer} sent nothing for {self.config.idle_timeout:g}s") from None
 
     async def _beat(self) -> None:
-        while not self.closed:
+        while True:
             await asyncio.sleep(self.config.heartbeat_interval)
             if self.closed:
                 return
@@ -272,20 +272,20 @@ async def connect(host: str, port: int, token: str, config: TransportConfig = Tr
             if answer is None:
                 raise ClusterUnreachable(f"{where} is not a burla server")
             nonce_c, response = answer
-            protocol.transport.write(response)  # type: ignore[union-attr]
+            protocol.transport.write(response)  # type: ignore[union-attr]  # set in connection_made, before any data
             proof = await protocol.read_exactly(_auth.DIGEST)
             if not _auth.check_server_proof(token, _auth.nonce_of(challenge), nonce_c, proof):
                 raise AuthenticationError(f"{where} could not prove it knows the cluster token")
     except ConnectionLost:
-        protocol.transport.abort()  # type: ignore[union-attr]
+        protocol.transport.abort()  # type: ignore[union-attr]  # set in connection_made, before any data
         raise AuthenticationError(
             f"the burla head at {where} rejected our token: check BURLA_TOKEN / burla.connect(token=...)"
         ) from None
     except TimeoutError:
-        protocol.transport.abort()  # type: ignore[union-attr]
+        protocol.transport.abort()  # type: ignore[union-attr]  # set in connection_made, before any data
         raise ClusterUnreachable(f"handshake with {where} timed out") from None
     except BaseException:
-        protocol.transport.abort()  # type: ignore[union-attr]
+        protocol.transport.abort()  # type: ignore[union-attr]  # set in connection_made, before any data
         raise
     protocol.end_handshake()
     return Connection(protocol, where)
@@ -314,7 +314,7 @@ async def serve(host: str | None, port: int | None, token: str, handler: Handler
 
     if sock is not None:
         return await loop.create_server(factory, sock=sock)
-    return await loop.create_server(factory, host, port)
+    return await loop.create_server(factory, host, port or 0)
 
 
 async def _authenticate_and_handle(protocol: _Protocol, token: str, handler: Handler, config: TransportConfig) -> None:
@@ -322,7 +322,10 @@ async def _authenticate_and_handle(protocol: _Protocol, token: str, handler: Han
     transport = protocol.transport
     assert transport is not None
     peername = transport.get_extra_info("peername")
-    peer = "%s:%s" % peername[:2] if isinstance(peername, tuple) else f"unix:{transport.get_extra_info('sockname')}"
+    if isinstance(peername, tuple):
+        peer = f"{peername[0]}:{peername[1]}"
+    else:
+        peer = f"unix:{transport.get_extra_info('sockname')}"
     try:
         async with asyncio.timeout(config.handshake_timeout):
             nonce_s, challenge = _auth.new_challenge()

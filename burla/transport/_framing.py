@@ -36,13 +36,16 @@ def frame_message(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[bytes
     return chunks
 
 
-def frame_parts(parts: list[bytes | bytearray | memoryview], max_frame: int = DEFAULT_MAX_FRAME) -> list[bytes | bytearray | memoryview]:
+Buffer = bytes | bytearray | memoryview
+
+
+def frame_parts(parts: list[Buffer], max_frame: int = DEFAULT_MAX_FRAME) -> list[Buffer]:
     """Like frame_message for a body given as consecutive parts (not joined
     unless the message needs several frames)."""
     total = sum(len(p) for p in parts)
     if total <= max_frame:
         return [_HEADER.pack(total), *parts]
-    return frame_message(b"".join(parts), max_frame)
+    return list(frame_message(b"".join(parts), max_frame))
 
 
 class FrameDecoder:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import pickle
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import cloudpickle
 
@@ -25,7 +26,7 @@ ZERO_COPY_BYTES = 64 * 1024
 class Segments:
     """A payload made of several buffers, written one after the other."""
 
-    __slots__ = ("parts", "nbytes")
+    __slots__ = ("nbytes", "parts")
 
     def __init__(self, parts: list[bytes], nbytes: int):
         self.parts = parts
@@ -101,7 +102,7 @@ class Packer:
         return ends, Segments(segments, nbytes)
 
 
-def pack(objects: Iterable[Any]) -> tuple[list[int], bytes]:
+def pack(objects: Iterable[Any]) -> tuple[list[int], bytes | Segments]:
     packer = Packer()
     for obj in objects:
         packer.add(obj)

@@ -35,13 +35,14 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 class _Msg:
+    __hash__ = None  # type: ignore[assignment]  # compared by value and mutable: unhashable, like msgspec's structs
     __slots__: tuple[str, ...] = ()
     TAG = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         names = FIELDS[self.TAG]
         values = dict(_DEFAULTS.get(self.TAG, {}))
-        values.update(zip(names, args))
+        values.update(zip(names, args, strict=False))  # trailing fields may take their defaults
         values.update(kwargs)
         for name in names:
             setattr(self, name, values[name])
@@ -98,8 +99,8 @@ def _enc(obj: Any, buf: bytearray, out: list[bytes | memoryview]) -> None:
         names = FIELDS[obj.TAG]
         _array_header(len(names) + 1, buf)
         _enc(obj.TAG, buf, out)
-        for n in names:
-            _enc(getattr(obj, n), buf, out)
+        for name in names:
+            _enc(getattr(obj, name), buf, out)
     elif obj is None:
         buf.append(0xC0)
     elif obj is True or obj is False:
@@ -134,8 +135,15 @@ def _enc(obj: Any, buf: bytearray, out: list[bytes | memoryview]) -> None:
         raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
+_UNSIGNED = ((0xCC, ">B", 1 << 8), (0xCD, ">H", 1 << 16), (0xCE, ">I", 1 << 32), (0xCF, ">Q", 1 << 64))
+_SIGNED = ((0xD0, ">b", -(1 << 7)), (0xD1, ">h", -(1 << 15)), (0xD2, ">i", -(1 << 31)), (0xD3, ">q", -(1 << 63)))
+
+
 def _array_header(n: int, buf: bytearray) -> None:
-    buf += bytes([0x90 | n]) if n < 16 else b"\xdc" + struct.pack(">H", n) if n < 65536 else b"\xdd" + struct.pack(">I", n)
+    if n < 16:
+        buf.append(0x90 | n)
+    else:
+        buf += b"\xdc" + struct.pack(">H", n) if n < 65536 else b"\xdd" + struct.pack(">I", n)
 
 
 def _int(v: int, buf: bytearray) -> None:
@@ -144,13 +152,13 @@ def _int(v: int, buf: bytearray) -> None:
     elif -32 <= v < 0:
         buf.append(v & 0xFF)
     elif v >= 0:
-        for code, fmt, hi in ((0xCC, ">B", 1 << 8), (0xCD, ">H", 1 << 16), (0xCE, ">I", 1 << 32), (0xCF, ">Q", 1 << 64)):
+        for code, fmt, hi in _UNSIGNED:
             if v < hi:
                 buf += bytes([code]) + struct.pack(fmt, v)
                 return
         raise OverflowError(v)
     else:
-        for code, fmt, lo in ((0xD0, ">b", -(1 << 7)), (0xD1, ">h", -(1 << 15)), (0xD2, ">i", -(1 << 31)), (0xD3, ">q", -(1 << 63))):
+        for code, fmt, lo in _SIGNED:
             if v >= lo:
                 buf += bytes([code]) + struct.pack(fmt, v)
                 return

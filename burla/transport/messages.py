@@ -47,7 +47,7 @@ EndJob                N→W        forget the job, reset
 
 from __future__ import annotations
 
-from typing import Union
+from typing import TypeAlias
 
 import msgspec
 
@@ -129,7 +129,7 @@ class JobError(_Msg):
 class JobEnded(_Msg):
     job_id: str
     status: str  # "done" | "failed" | "canceled"
-    error: Union[JobError, None] = None
+    error: JobError | None = None
 
 
 class JobNotice(_Msg):
@@ -297,52 +297,38 @@ class ResultBatchView(_Msg, tag="ResultBatch", dict=True):
     payload: msgspec.Raw
 
 
-Message = Union[
-    ClientHello,
-    NodeHello,
-    WorkerHello,
-    Welcome,
-    Heartbeat,
-    SubmitJob,
-    JobAccepted,
-    JobEnded,
-    JobNotice,
-    CancelJob,
-    InputCredit,
-    InputBatch,
-    InputsDone,
-    ResultBatch,
-    ResultAck,
-    LogBatch,
-    LogAck,
-    AssignJob,
-    StartJob,
-    JobSetupFailed,
-    BatchLost,
-    BatchAssigned,
-    NodeStats,
-    RestartNode,
-    ReleaseJob,
-    EndJob,
-]
+# Every message, as senders build them.
+Message: TypeAlias = (
+    ClientHello | NodeHello | WorkerHello | Welcome | Heartbeat | SubmitJob | JobAccepted | JobEnded | JobNotice
+    | CancelJob | InputCredit | InputBatch | InputsDone | ResultBatch | ResultAck | LogBatch | LogAck | AssignJob
+    | StartJob | JobSetupFailed | BatchLost | BatchAssigned | NodeStats | RestartNode | ReleaseJob | EndJob
+)
 
-DecodedMessage = Union[
-    tuple(InputBatchView if t is InputBatch else ResultBatchView if t is ResultBatch else t
-          for t in Message.__args__)  # type: ignore[attr-defined]
-]
+# What receivers get: batches stay undecoded views (InputBatchView, ResultBatchView).
+DecodedMessage: TypeAlias = (
+    ClientHello | NodeHello | WorkerHello | Welcome | Heartbeat | SubmitJob | JobAccepted | JobEnded | JobNotice
+    | CancelJob | InputCredit | InputBatchView | InputsDone | ResultBatchView | ResultAck | LogBatch | LogAck
+    | AssignJob | StartJob | JobSetupFailed | BatchLost | BatchAssigned | NodeStats | RestartNode | ReleaseJob
+    | EndJob
+)
+
+# What senders may pass: a message, or a received batch forwarded as it came.
+Outgoing: TypeAlias = Message | InputBatchView | ResultBatchView
+AnyInputBatch: TypeAlias = InputBatch | InputBatchView
+AnyResultBatch: TypeAlias = ResultBatch | ResultBatchView
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(DecodedMessage)
 _EMPTY_BIN = b"\xc4\x00"
 
 
-def encode(msg: Message) -> bytes | bytearray:
+def encode(msg: Outgoing) -> bytes | bytearray:
     """One message as one buffer (see encode_parts for the copy-free way)."""
     parts = encode_parts(msg)
-    return parts[0] if len(parts) == 1 else b"".join(parts)  # type: ignore[return-value]
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # type: ignore[return-value]  # one part is the whole message
 
 
-def encode_parts(msg: Message) -> list[bytes | bytearray | memoryview]:
+def encode_parts(msg: Outgoing) -> list[bytes | bytearray | memoryview]:
     """The encoding of ``msg`` as buffers to write one after the other.
 
     A view that was received is its own frame (``raw``).  A batch built here
@@ -350,7 +336,7 @@ def encode_parts(msg: Message) -> list[bytes | bytearray | memoryview]:
     are then replaced by the payload's real ``bin`` header followed by the
     payload object itself: its bytes are never copied in user space.
     """
-    raw = getattr(msg, "raw", None)
+    raw = raw_frame(msg)
     if raw is not None:
         return [raw]
     if isinstance(msg, (InputBatch, ResultBatch)) and len(msg.payload) > 4096:
@@ -372,7 +358,7 @@ def _bin_header(n: int) -> bytes:
     return b"\xc6" + n.to_bytes(4, "big")
 
 
-def decode(data: bytes | bytearray | memoryview) -> Message:
+def decode(data: bytes | bytearray | memoryview) -> DecodedMessage:
     """Decode one message; raises ``msgspec.DecodeError`` (incl. ValidationError).
 
     Batches come back as views (InputBatchView, ResultBatchView) that keep
@@ -380,8 +366,14 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     """
     msg = _decoder.decode(data)
     if isinstance(msg, (InputBatchView, ResultBatchView)):
-        msg.raw = data
+        setattr(msg, "raw", data)  # noqa: B010 (an attribute outside the struct's fields: see raw_frame)
     return msg
+
+
+def raw_frame(msg: object) -> bytes | bytearray | memoryview | None:
+    """The received frame a view was decoded from (re-sent as is), or None."""
+    raw: bytes | bytearray | memoryview | None = getattr(msg, "raw", None)
+    return raw
 
 
 def payload_view(payload: bytes | msgspec.Raw) -> memoryview:

@@ -88,7 +88,7 @@ def test_wrong_token_raises_authentication_error(on_cluster):
 def test_unreachable_head_raises_within_five_seconds(on_cluster):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
-    address = "127.0.0.1:%d" % s.getsockname()[1]
+    address = f"127.0.0.1:{s.getsockname()[1]}"
     s.close()
     burla.connect(address, "t")
     t0 = time.monotonic()
@@ -123,7 +123,7 @@ def test_garbage_on_every_port_leaves_the_cluster_working(on_cluster):
     head, node = on_cluster.procs[0], on_cluster.procs[1]
     ports = _listening_ports(head.pid)
     assert len(ports) == 2  # head TCP, head HTTP
-    for address in ports + [_worker_socket(node.pid)]:  # + the node's socket for its workers
+    for address in [*ports, _worker_socket(node.pid)]:  # + the node's socket for its workers
         for garbage in (os.urandom(4096), b"\xff\xff\xff\xff" + b"x" * 100, b"BURLA\x01" + b"\x00" * 64):
             with _connect(address) as s:
                 s.sendall(garbage)
@@ -131,7 +131,7 @@ def test_garbage_on_every_port_leaves_the_cluster_working(on_cluster):
                 try:
                     while s.recv(65536):
                         pass
-                except (ConnectionResetError, socket.timeout):
+                except (TimeoutError, ConnectionResetError):
                     pass
     assert rpm(abs, [-1, -2], spinner=False) == [1, 2]
     assert head.poll() is None and node.poll() is None

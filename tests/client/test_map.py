@@ -116,7 +116,7 @@ def test_unpicklable_function_named_before_anything_is_sent(on_cluster):
 
 
 def test_unpicklable_input_is_named(on_cluster):
-    with pytest.raises(burla.SerializationError, match="input 1 .*lock"):
+    with pytest.raises(burla.SerializationError, match=r"input 1 .*lock"):
         rpm(square, [1, threading.Lock()], spinner=False)
 
 
@@ -226,9 +226,8 @@ def test_missing_module_on_workers_is_function_load_error(on_cluster, tmp_path):
     try:
         import only_here
 
-        with pytest.raises(burla.FunctionLoadError, match="only_here"):
-            with _pickle_by_reference(cloudpickle, only_here):
-                rpm(only_here.f, [1], spinner=False)
+        with pytest.raises(burla.FunctionLoadError, match="only_here"), _pickle_by_reference(cloudpickle, only_here):
+            rpm(only_here.f, [1], spinner=False)
     finally:
         sys.path.remove(str(mod_dir))
         sys.modules.pop("only_here", None)
@@ -289,6 +288,6 @@ def test_call_that_ignores_the_timeout_is_killed_by_the_node(on_cluster):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # like C code that never yields
         time.sleep(60)
 
-    with pytest.raises(burla.WorkerCrashed, match="past func_timeout=0.5s") as info:
+    with pytest.raises(burla.WorkerCrashed, match=r"past func_timeout=0\.5s") as info:
         rpm(stuck, [1], func_timeout=0.5, max_retries=0, spinner=False)
     assert info.value.input_index == 0

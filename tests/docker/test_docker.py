@@ -87,7 +87,7 @@ def test_a_job_runs_across_all_three_nodes(on):
 
 def test_image_parameter_and_missing_image(on):
     assert rpm(abs, [-1, -2], image="burla:0.1.0", spinner=False) == [1, 2]
-    with pytest.raises(burla.JobFailed, match="'nope:1'.*burla image build"):
+    with pytest.raises(burla.JobFailed, match=r"'nope:1'.*burla image build"):
         rpm(abs, [-1], image="nope:1", spinner=False)
 
 
@@ -218,9 +218,8 @@ def test_permission_error_names_the_fix():
     from burla import ProviderError
     from burla.cloud.docker._client import translated
 
-    with pytest.raises(ProviderError, match="no permission .* 'docker' group"):
-        with translated():
-            raise PermissionError(13, "Permission denied")
+    with pytest.raises(ProviderError, match=r"no permission .* 'docker' group"), translated():
+        raise PermissionError(13, "Permission denied")
 
 
 def test_local_debian_base_builds_from_nothing(image):

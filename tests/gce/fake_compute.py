@@ -80,10 +80,10 @@ class FakeCompute:
         while "=" in argv[0]:  # leading VAR=value assignments
             argv.pop(0)
         argv = [a.replace("$(hostname)", inst["name"]) for a in argv[1:]]
-        log = open(os.path.join(os.environ.get("FAKE_GCE_LOGS", "/tmp"), f"fake-gce-{inst['name']}.log"), "ab")
-        self.procs[key] = subprocess.Popen([sys.executable, "-m", "burla", *argv], env=env, stdout=log, stderr=log,
-                                           stdin=subprocess.DEVNULL, start_new_session=True, cwd="/")
-        log.close()
+        path = os.path.join(os.environ.get("FAKE_GCE_LOGS", "/tmp"), f"fake-gce-{inst['name']}.log")
+        with open(path, "ab") as log:
+            self.procs[key] = subprocess.Popen([sys.executable, "-m", "burla", *argv], env=env, stdout=log,
+                                               stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, cwd="/")
 
     def _kill(self, key: tuple[str, str, str]) -> None:
         proc = self.procs.pop(key, None)

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+
 import psutil
 import pytest
 
@@ -79,7 +80,7 @@ def test_up_runs_a_job_then_down_leaves_nothing(tmp_path, fake, cluster_down):
     assert instances(fake) == ["burla-g1-node-1", "burla-g1-node-2"]
     assert all(k[1] == "us-central1-b" for k in fake.instances)
     rec = record(tmp_path, "g1")
-    assert rec["token"] not in json.dumps(list(fake.instances.values())[0]["metadata"]["items"][0])  # not in the script
+    assert rec["token"] not in json.dumps(next(iter(fake.instances.values()))["metadata"]["items"][0])  # not in the script
     burla.connect(rec["head"], rec["token"])
     assert rpm(abs, range(-20, 0), spinner=False) == list(range(20, 0, -1))
     status = json.loads(cli(tmp_path, "status", "--json").stdout)

@@ -64,7 +64,7 @@ def test_login_sets_a_safe_cookie_and_csrf_guards_posts(on_cluster):
     web = Http(on_cluster.record.http)
     status, _, _ = web.request("POST", "/login", {"token": "nope"})
     assert status == 401
-    status, _, headers = web.request("POST", "/login", {"token": on_cluster.record.token})
+    status, _, _headers = web.request("POST", "/login", {"token": on_cluster.record.token})
     assert status == 200  # redirected to the dashboard
     cookie = next(c for c in web.jar if c.name == "burla_session")
     assert cookie.value != on_cluster.record.token
@@ -96,16 +96,16 @@ def test_job_detail_inputs_logs_and_errors(api):
         return x
 
     rpm(work, range(5), raise_errors=False, spinner=False)
-    status, jobs = api.json("GET", "/v1/jobs")
+    _status, jobs = api.json("GET", "/v1/jobs")
     job = next(j for j in jobs["jobs"] if j["function"] == "work")
     assert job["state"] == "done" and job["done"] == 5 and job["failed"] == 1 and job["total"] == 5
-    status, detail = api.json("GET", f"/v1/jobs/{job['job_id']}")
+    _status, detail = api.json("GET", f"/v1/jobs/{job['job_id']}")
     assert [i["state"] for i in detail["inputs"]] == ["done", "done", "failed", "done", "done"]
     assert all(i["node"] and i["worker"] is not None and i["duration_s"] >= 0 for i in detail["inputs"])
     assert detail["errors"][0]["index"] == 2 and "ValueError: two" in detail["errors"][0]["traceback"]
-    status, logs = api.json("GET", f"/v1/jobs/{job['job_id']}/inputs/3")
+    _status, logs = api.json("GET", f"/v1/jobs/{job['job_id']}/inputs/3")
     assert logs["lines"] == [{"stream": "stdout", "text": "line 3 <b>"}]
-    status, logs = api.json("GET", f"/v1/jobs/{job['job_id']}/inputs/2")
+    _status, logs = api.json("GET", f"/v1/jobs/{job['job_id']}/inputs/2")
     assert "ValueError" in logs["error"]["traceback"]
     assert api.json("GET", "/v1/jobs/nope")[0] == 404
     assert api.json("GET", f"/v1/jobs/{job['job_id']}?offset=x")[0] == 400

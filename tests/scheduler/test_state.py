@@ -2,10 +2,17 @@
 
 from burla.scheduler import HeadConfig, HeadState
 from burla.scheduler._state import NodeState, ToClient, ToNode
-from burla.transport.messages import INITIAL_INPUT_CREDIT
 from burla.transport._payload import pack, unpack
 from burla.transport.messages import (
-    AssignJob, InputBatch, InputCredit, JobAccepted, JobEnded, ReleaseJob, ResultBatch, SubmitJob,
+    INITIAL_INPUT_CREDIT,
+    AssignJob,
+    InputBatch,
+    InputCredit,
+    JobAccepted,
+    JobEnded,
+    ReleaseJob,
+    ResultBatch,
+    SubmitJob,
 )
 
 

@@ -28,7 +28,7 @@ def test_field_tables_match_the_msgspec_structs():
 def test_msgspec_to_pure_and_back(msg):
     wire = m.encode(msg)
     got = pure.decode(wire)
-    assert got.TAG == type(msg).__name__
+    assert type(msg).__name__ == got.TAG
     for name in pure.FIELDS[got.TAG]:
         mine, theirs = getattr(got, name), getattr(msg, name)
         if isinstance(mine, memoryview):

@@ -19,8 +19,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..._errors import ProviderError
 from ..._version import __version__
@@ -83,7 +84,7 @@ def _resolve_base(c: Any, base: str | None, log: Callable[[str], None]) -> str:
 
 def debian_mirror() -> str:
     """The Debian mirror this machine's apt already uses (never hard-coded)."""
-    sources = [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*"))
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
     for path in sources:
         if not path.is_file() or path.suffix not in ("", ".list", ".sources"):
             continue
@@ -127,7 +128,7 @@ def _python_version(c: Any, image: str) -> str:
     with translated(f"checking Python in {image}"):
         out = c.containers.run(image, ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                entrypoint="python3", remove=True)
-    version = out.decode().strip()
+    version: str = out.decode().strip()
     if tuple(int(x) for x in version.split(".")) < (3, 10):
         raise ProviderError(f"{image} has Python {version}; burla needs Python >= 3.10")
     return version
@@ -146,13 +147,13 @@ def _dependency_wheels(py: str, log: Callable[[str], None]) -> Path:
         return cache
     log(f"collecting wheels for Python {py} in {cache}")
     cache.mkdir(parents=True, exist_ok=True)
-    if py == "%d.%d" % sys.version_info[:2]:
+    if py == "{}.{}".format(*sys.version_info[:2]):
         cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(cache), *reqs]
     else:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", py,
                "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
                "--platform", "manylinux2014_x86_64", "--dest", str(cache), *reqs]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         raise ProviderError(f"could not collect wheels for Python {py}: {result.stderr.strip()[-500:]}")
     (cache / "complete").write_text("\n".join(reqs))

@@ -93,7 +93,8 @@ class ContainerLauncher:
         self.ram_bytes = ram_bytes
 
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle:
-        return ContainerHandle(await asyncio.to_thread(self._create, wid, status_file, image or self.default_image, gpus))
+        image = image or self.default_image
+        return ContainerHandle(await asyncio.to_thread(self._create, wid, status_file, image, gpus))
 
     def _create(self, wid: int, status_file: str, image: str, gpus: int) -> Any:
         import docker.types

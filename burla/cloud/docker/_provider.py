@@ -88,7 +88,7 @@ def _start_node(c: Any, cluster: str, i: int, network: str, image: str, workers:
 
 
 def _find(c: Any, name: str) -> list[Any]:
-    return c.containers.list(all=True, filters={"label": f"{LABEL_CLUSTER}={name}"})  # type: ignore[no-any-return]
+    return c.containers.list(all=True, filters={"label": f"{LABEL_CLUSTER}={name}"})  # type: ignore[no-any-return]  # the Docker SDK is untyped
 
 
 def down(name: str) -> int:
@@ -124,7 +124,7 @@ class DockerProvider:
     """``provider: {type: docker}``: the Docker SDK is blocking, so every call
     runs in a thread."""
 
-    type: ClassVar[str] = "docker"
+    kind: ClassVar[str] = "docker"
     spec_type: ClassVar[type[DockerClusterSpec]] = DockerClusterSpec
     spec_hints: ClassVar[dict[str, str]] = HINTS
     ready_timeout: ClassVar[float] = 30.0

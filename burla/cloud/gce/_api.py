@@ -11,7 +11,8 @@ so a custom ``api_endpoint`` is honoured everywhere.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from ..._errors import ProviderError
 
@@ -37,7 +38,7 @@ class Compute:
             if api_endpoint.startswith("http://"):  # a local emulator: no Google credentials involved
                 from google.auth.credentials import AnonymousCredentials
 
-                kwargs["credentials"] = AnonymousCredentials()
+                kwargs["credentials"] = AnonymousCredentials()  # type: ignore[no-untyped-call]  # google-auth is untyped here
         with translated(project):
             self.instances = compute_v1.InstancesClient(**kwargs)
             self.firewalls = compute_v1.FirewallsClient(**kwargs)
@@ -139,7 +140,7 @@ class translated:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> Literal[False]:
         if exc is None or isinstance(exc, (ProviderError, ZoneExhausted)):
             return False
         from google.api_core import exceptions
@@ -154,7 +155,8 @@ class translated:
                 "Engine API and grant your account roles/compute.instanceAdmin.v1 and roles/compute.securityAdmin"
             ) from None
         if isinstance(exc, exceptions.Conflict):
-            raise ProviderError(f"{self.what}: already exists ({exc.message}): `burla down` the cluster first") from None
+            raise ProviderError(
+                f"{self.what}: already exists ({exc.message}): `burla down` the cluster first") from None
         if isinstance(exc, exceptions.GoogleAPICallError):
             raise ProviderError(f"{self.what}: {exc.code} {exc.message}") from None
         if isinstance(exc, (OSError, ConnectionError)) or type(exc).__module__.startswith(("requests", "urllib3")):

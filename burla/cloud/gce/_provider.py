@@ -89,7 +89,8 @@ async def up(spec: GceSpec, config_dir: str) -> ClusterRecord:
     api = Compute(spec.project, spec.api_endpoint)
     existing = await asyncio.to_thread(lambda: list(api.list_instances(spec.zones, spec.name)))
     if existing:
-        raise ProviderError(f"cluster {spec.name!r} already has {len(existing)} instance(s): `burla down {spec.name}` first")
+        raise ProviderError(f"cluster {spec.name!r} already has {len(existing)} instance(s): "
+                            f"`burla down {spec.name}` first")
     token = secrets.token_urlsafe(32)
     wheel = await asyncio.to_thread(_wheel_metadata)
     pids: list[int] = []
@@ -173,7 +174,7 @@ class GceProvider:
     """``provider: {type: gce}``: google-cloud-compute is blocking, so every
     call runs in a thread (``_api.Compute`` is the only code touching it)."""
 
-    type: ClassVar[str] = "gce"
+    kind: ClassVar[str] = "gce"
     spec_type: ClassVar[type[GceSpec]] = GceSpec
     spec_hints: ClassVar[dict[str, str]] = HINTS
     ready_timeout: ClassVar[float] = 600.0

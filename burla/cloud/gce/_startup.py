@@ -19,7 +19,8 @@ from .._recipes import head_args, node_args
 _PREAMBLE = """#!/bin/bash
 # burla {role} for cluster {cluster} (burla {version})
 set -eu
-md() {{ curl -fs -H 'Metadata-Flavor: Google' "http://metadata.google.internal/computeMetadata/v1/instance/attributes/$1"; }}
+md() {{ curl -fs -H 'Metadata-Flavor: Google' \
+  "http://metadata.google.internal/computeMetadata/v1/instance/attributes/$1"; }}
 TOKEN="$(md burla-token)"
 if [ ! -x /opt/burla/bin/burla ]; then
   apt-get update -qq
