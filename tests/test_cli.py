@@ -51,9 +51,13 @@ def test_up_status_map_down(tmp_path, cli_env):
     assert info["head"] == record["head"] and len(info["nodes"]) == 2 and info["workers"] == 2
     assert burla_cli("status", env=cli_env).stdout.startswith("cluster 'demo'")
 
-    # a later script finds the recorded cluster by itself
-    code = "import burla, os\nprint(sorted(set(burla.remote_parallel_map(lambda x: os.getppid(), range(40), spinner=False))))"
-    ran = subprocess.run([sys.executable, "-c", code], env=cli_env, capture_output=True, text=True, timeout=60)
+    # a later script finds the recorded cluster by itself, and both nodes work on it: each call
+    # marks its node and waits for the other node's mark, so the job can only finish when the two
+    # nodes (one worker each) run calls at the same time -- an event, not a race against the clock
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    ran = subprocess.run([sys.executable, "-c", MEET_SCRIPT, str(meet)], env=cli_env, capture_output=True, text=True,
+                         timeout=60)
     assert ran.returncode == 0, ran.stderr
     assert len(json.loads(ran.stdout)) == 2  # both nodes worked on it
 
@@ -63,6 +67,23 @@ def test_up_status_map_down(tmp_path, cli_env):
     for pid in record["pids"]:
         assert not _running(pid)
     assert burla_cli("status", env=cli_env).returncode == 1
+
+
+MEET_SCRIPT = """
+import json, os, sys, time
+import burla
+
+def meet(where):
+    open(os.path.join(where, str(os.getppid())), "w").close()
+    deadline = time.monotonic() + 20
+    while len(os.listdir(where)) < 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other node never ran a call: the job used one node")
+        time.sleep(0.01)
+    return os.getppid()
+
+print(json.dumps(sorted(set(burla.remote_parallel_map(meet, [sys.argv[1]] * 4, spinner=False)))))
+"""
 
 
 def _running(pid: int) -> bool:

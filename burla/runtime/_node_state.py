@@ -36,9 +36,12 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .._retry import backoff
 from ..transport.messages import (
     AssignJob,
     BatchAssigned,
@@ -142,8 +145,10 @@ Command = ToWorker | ToHead | Spawn | Respawn | ApplyLimits | Kill
 
 
 class NodeState:
-    def __init__(self, node_id: str, n_workers: int, default_image: str = "") -> None:
+    def __init__(self, node_id: str, n_workers: int, default_image: str = "",
+                 rng: Callable[[], float] = random.random) -> None:
         self.node_id = node_id
+        self._rng = rng  # the backoff's jitter (a parameter, so tests can fix it)
         self.n_workers = n_workers
         self.default_image = default_image
         self.workers: dict[int, WorkerSlot] = {}
@@ -332,7 +337,7 @@ class NodeState:
     def _respawn(self) -> Respawn:
         """Replace a worker that never came up, backing off while that keeps happening."""
         self._spawn_failures += 1
-        return Respawn(min(RESPAWN_MAX_DELAY, 0.25 * 2 ** self._spawn_failures))
+        return Respawn(backoff(self._spawn_failures, 0.5, RESPAWN_MAX_DELAY, self._rng))
 
     def _never_connected(self, w: WorkerSlot, reason: str) -> list[Command]:
         log.warning("worker %d exited (%s) before connecting; replacing it", w.wid, reason)

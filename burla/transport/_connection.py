@@ -347,8 +347,6 @@ async def _authenticate_and_handle(protocol: _Protocol, token: str, handler: Han
         await handler(conn)
     except (ConnectionLost, ProtocolError) as e:
         log.info("closing %s: %s", peer, e)
-    except asyncio.CancelledError:
-        pass  # server shutting down; this task is ours and ends here
     except Exception:
         log.exception("closing %s: handler failed", peer)
     finally:

@@ -234,7 +234,7 @@ def test_workers_in_the_wrong_image_make_room_for_the_jobs_image():
 
 
 def test_workers_that_never_connect_back_off_then_fail_the_job():
-    s = NodeState("n1", 1, "img")
+    s = NodeState("n1", 1, "img", rng=lambda: 1.0)  # no jitter: the backoff's upper bound
     s.start()
     s.assign(assign(n_workers=1))
     delays = []
