@@ -41,3 +41,20 @@ def watch_lifeline(fd: int, on_parent_death: Callable[[], None]) -> None:
             on_parent_death()
 
     loop.add_reader(fd, readable)
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (a head holds
+    one descriptor per node and client: 1024 would cap it near 1,000 nodes).
+    Returns the soft limit now in force."""
+    import resource  # Unix only, like the daemons
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # keep what we have: the limit is advice, not a requirement
+    return soft

@@ -166,3 +166,19 @@ def test_workers_run_without_msgspec_as_in_a_users_image(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "pure worker 3" in out.stdout
     assert "[(0, False), (10, False)] (30, False) ValueError 2" in out.stdout
+
+
+def test_daemons_raise_their_file_limit_to_the_hard_limit(clusters):
+    """1,000 nodes are 1,000 descriptors at the head: a soft limit of 1024 must not cap it (issue 10)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(1024, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        cluster = clusters.start(nodes=1, workers_per_node=1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for proc in cluster.procs:  # head and node
+        limits = psutil.Process(proc.pid).rlimit(psutil.RLIMIT_NOFILE)
+        assert limits[0] == hard or hard == resource.RLIM_INFINITY, limits

@@ -32,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     token = args.token or os.environ.pop("BURLA_TOKEN", None) or secrets.token_urlsafe(32)
+    _loop.raise_fd_limit()
     return int(_loop.run(_serve(args, token)))
 
 

@@ -53,6 +53,7 @@ def main(args: argparse.Namespace) -> int:
         print("burla node: --worker-runtime container needs --worker-image, --worker-network, --advertise, "
               "--status-dir and --status-volume", file=sys.stderr)
         return 2
+    _loop.raise_fd_limit()
     try:
         return int(_loop.run(_serve(args, host, port, listen, token)))
     except (ClusterUnreachable, ProviderError) as e:

@@ -29,6 +29,7 @@ import msgspec
 import psutil
 
 from .._config import ClusterRecord, config_dir
+from ..transport._address import listen_backlog
 from ._provider import Resource, node_resources
 from ._recipes import DAEMON_MALLOC_ENV, head_args, node_args, python_burla
 from ._spec import ClusterName, NodeCount, WorkersPerNode
@@ -62,8 +63,8 @@ class LocalCluster:
 def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: int | None = None,
                         attached: bool = True, log_dir: str | None = None) -> LocalCluster:
     token = secrets.token_urlsafe(32)
-    listen = socket.create_server(("127.0.0.1", 0), backlog=128)
-    http = socket.create_server(("127.0.0.1", 0), backlog=128)
+    listen = socket.create_server(("127.0.0.1", 0), backlog=listen_backlog())
+    http = socket.create_server(("127.0.0.1", 0), backlog=listen_backlog())
     port, http_port = listen.getsockname()[1], http.getsockname()[1]
     env = dict(os.environ, BURLA_TOKEN=token, **DAEMON_MALLOC_ENV)
     env.pop("BURLA_HEAD", None)

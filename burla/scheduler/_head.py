@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import ConnectionLost, ProtocolError
 from ..transport import Connection, TransportConfig, serve
+from ..transport._address import listen_backlog
 from ..transport.messages import (
     PROTOCOL_VERSION,
     BatchAssigned,
@@ -85,8 +86,8 @@ class Head:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, http_port: int | None = 0) -> HeadAddress:
         """Listen; returns once both ports are bound (HTTP may finish loading after)."""
-        listen = socket.create_server((host, port))
-        http = socket.create_server((host, http_port)) if http_port is not None else None
+        listen = socket.create_server((host, port), backlog=listen_backlog())
+        http = socket.create_server((host, http_port), backlog=listen_backlog()) if http_port is not None else None
         return await self.start_on(listen, http)
 
     async def start_on(self, listen: socket.socket, http: socket.socket | None) -> HeadAddress:

@@ -106,7 +106,10 @@ class NodeState:
     def workers_for(self, spec: SubmitJob) -> int:
         if spec.image and self.runtime != "container":
             return 0
-        n = min(self.n_workers, self.cpus // max(spec.func_cpu, 1))
+        # Every worker slot the node was started with is a concurrent call (workers_per_node
+        # set above the CPUs is how I/O-bound work asks for more); func_cpu=k > 1 still keeps
+        # a job to cpus // k calls on the node (issue 10).
+        n = self.n_workers if spec.func_cpu <= 1 else min(self.n_workers, self.cpus // spec.func_cpu)
         if spec.func_ram:
             n = min(n, self.ram_bytes // spec.func_ram)
         if spec.func_gpu:

@@ -27,6 +27,7 @@ import msgspec
 
 from .._errors import AuthenticationError, ClusterUnreachable, ConnectionLost, ProtocolError
 from . import _auth
+from ._address import listen_backlog
 from ._config import TransportConfig
 from ._framing import FrameDecoder, frame_message, frame_parts
 from .messages import DecodedMessage, Heartbeat, Outgoing, decode, encode, encode_parts
@@ -256,7 +257,9 @@ async def connect(host: str, port: int, token: str, config: TransportConfig = Tr
     """Open an authenticated connection to a burla server.
 
     Raises ClusterUnreachable if nothing burla answers within
-    ``config.handshake_timeout`` and AuthenticationError if the token is wrong.
+    ``config.handshake_timeout`` or the server closes before its challenge
+    (refused, overloaded, out of file descriptors: worth retrying), and
+    AuthenticationError if it closes after our answer (the token is wrong).
     """
     where = f"{host}:{port}"
     loop = asyncio.get_running_loop()
@@ -265,6 +268,7 @@ async def connect(host: str, port: int, token: str, config: TransportConfig = Tr
             _, protocol = await loop.create_connection(lambda: _Protocol(config), host, port)
     except (OSError, TimeoutError) as e:
         raise ClusterUnreachable(f"no burla head reachable at {where}: {e or 'timed out'}") from None
+    answered = False
     try:
         async with asyncio.timeout(config.handshake_timeout):
             challenge = await protocol.read_exactly(_auth.CHALLENGE_LEN)
@@ -273,11 +277,15 @@ async def connect(host: str, port: int, token: str, config: TransportConfig = Tr
                 raise ClusterUnreachable(f"{where} is not a burla server")
             nonce_c, response = answer
             protocol.transport.write(response)  # type: ignore[union-attr]  # set in connection_made, before any data
+            answered = True
             proof = await protocol.read_exactly(_auth.DIGEST)
             if not _auth.check_server_proof(token, _auth.nonce_of(challenge), nonce_c, proof):
                 raise AuthenticationError(f"{where} could not prove it knows the cluster token")
     except ConnectionLost:
         protocol.transport.abort()  # type: ignore[union-attr]  # set in connection_made, before any data
+        if not answered:
+            raise ClusterUnreachable(f"{where} closed the connection before its handshake "
+                                     "(overloaded or restarting?)") from None
         raise AuthenticationError(
             f"the burla head at {where} rejected our token: check BURLA_TOKEN / burla.connect(token=...)"
         ) from None
@@ -313,8 +321,9 @@ async def serve(host: str | None, port: int | None, token: str, handler: Handler
         return protocol
 
     if sock is not None:
+        sock.listen(listen_backlog())  # a socket bound elsewhere gets the full queue too
         return await loop.create_server(factory, sock=sock)
-    return await loop.create_server(factory, host, port or 0)
+    return await loop.create_server(factory, host, port or 0, backlog=listen_backlog())
 
 
 async def _authenticate_and_handle(protocol: _Protocol, token: str, handler: Handler, config: TransportConfig) -> None:

@@ -249,3 +249,11 @@ def test_log_batches_go_to_the_client_and_its_acks_back_to_their_nodes():
     assert sorted(a.batches for a in acks) == [1, 2]
     assert s.log_ack("c2", "j", 1) == []  # not this client's job
     assert s.logs("n9", lines) == []  # not a node of the job
+
+
+def test_workers_per_node_above_the_cpus_are_all_used_unless_func_cpu_asks_for_more():
+    s = HeadState()
+    s.node_joined(node("n1", workers=25, cpus=2))
+    assert to_node(s.submit("c", spec("io"), 0), kind=AssignJob)[0].n_workers == 25
+    s.cancel("io", "done")
+    assert to_node(s.submit("c", spec("cpu", func_cpu=2), 0), kind=AssignJob)[0].n_workers == 1

@@ -166,3 +166,33 @@ def test_slow_reader_applies_backpressure(run) -> None:
 async def _send_many(conn, n: int) -> None:
     for i in range(n):
         await conn.send(ResultAck("p" * 65536, i))
+
+
+def test_a_server_that_closes_before_its_challenge_is_unreachable_not_a_bad_token(run):
+    """An overloaded head (EMFILE) or a restarting one drops the connection
+    before its challenge: that is retryable, never AuthenticationError (issue 10)."""
+    import burla
+    from burla.transport import connect
+
+    async def main() -> None:
+        async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(burla.ClusterUnreachable, match="closed the connection before its handshake"):
+                await connect("127.0.0.1", port, "token")
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+def test_listen_backlog_is_the_kernels_cap():
+    import socket
+
+    from burla.transport._address import listen_backlog
+
+    assert listen_backlog() >= socket.SOMAXCONN
