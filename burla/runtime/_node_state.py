@@ -18,6 +18,9 @@ Invariants (tests/runtime/test_node_state.py):
 
 * A batch the head sent for the current job is in exactly one place: the
   job's ``pending`` queue here, or ``outstanding`` on one SERVING worker.
+* A worker's results of one batch may arrive in parts (``_stream``): each is
+  forwarded at once, and the batch stays outstanding until a part reaches
+  its last input.
 * A worker holds at most ``AssignJob.prefetch`` batches (one running, the
   rest ready); the rest wait in ``pending`` for the least-loaded worker.
 * A worker that dies holding batches yields one ``BatchLost`` per batch,
@@ -228,9 +231,18 @@ class NodeState:
         return [ToWorker(wid, StartJob(a.job_id, a.function, a.func_timeout)), *self._pump()]
 
     def worker_result(self, wid: int, rb: ResultBatchView) -> list[Command]:
+        """Results of consecutive inputs of the worker's oldest batch: the whole
+        batch, or a part streamed while the rest still runs.  The part that
+        reaches the batch's last input completes it."""
         w = self.workers.get(wid)
-        if w is None or not w.outstanding or w.outstanding[0].start != rb.start:
+        if w is None or not w.outstanding:
             return []  # a batch of an ended job
+        b = w.outstanding[0]
+        end = b.start + len(b.ends)
+        if not b.start <= rb.start < end:
+            return []
+        if rb.start + len(rb.ends) < end:
+            return [ToHead(rb)]
         w.outstanding.popleft()
         return [ToHead(rb), *self._pump()]
 

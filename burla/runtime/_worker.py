@@ -38,13 +38,13 @@ from ..transport._codec import (
     JobSetupFailed,
     LogAck,
     LogBatch,
-    ResultBatch,
     StartJob,
     WorkerHello,
 )
-from ..transport._payload import Segments, pack, unpack
+from ..transport._payload import unpack
 from ._capture import LineCapture
 from ._status import STATUS
+from ._stream import ResultStream
 
 LOG_WINDOW = 4  # log batches on their way to the client, not yet acknowledged; past it print() blocks
 
@@ -94,6 +94,7 @@ class Worker:
         self.timeout = 0.0
         self.capture = LineCapture(self._send_logs)
         self.logs = LogWindow()
+        self.results = ResultStream(conn.send, self.capture.flush)
         self._baseline = _Baseline()
 
     def _send_logs(self, lines: list[Any]) -> None:
@@ -114,20 +115,20 @@ class Worker:
                 except BaseException as e:
                     self.conn.send(JobSetupFailed(job_id, _describe_load_failure(e)))
             case InputBatchView() as batch if batch.job_id == self.job_id and self.function is not None:
-                self.conn.send(self.run(batch))
+                self.run(batch)
             case EndJob():
                 self.reset()
 
-    def run(self, batch: InputBatchView) -> ResultBatch:
-        results: list[Any] = []
-        errors: list[ItemError] = []
-        durations: list[float] = []
+    def run(self, batch: InputBatchView) -> None:
+        """Run the batch's calls; their results stream out as they finish (``_stream``)."""
         fn = self.function
+        self.results.begin(batch.job_id, batch.start)
         for i, args in enumerate(unpack(batch.ends, batch.payload)):
             index = batch.start + i
             STATUS.pack_into(self.status, 0, index, time.monotonic())
             self.capture.index = index
             t0 = time.perf_counter()
+            error: ItemError | None = None
             try:
                 if self.timeout:
                     signal.setitimer(signal.ITIMER_REAL, self.timeout)
@@ -137,39 +138,17 @@ class Worker:
                     if self.timeout:
                         signal.setitimer(signal.ITIMER_REAL, 0)
             except _CallTimedOut:
-                message = f"call exceeded func_timeout={self.timeout:g}s"
-                errors.append(ItemError(index, "CallTimeout", message, b"", True))
+                error = ItemError(index, "CallTimeout", f"call exceeded func_timeout={self.timeout:g}s", b"", True)
                 result = None
             except BaseException as e:
-                errors.append(_item_error(index, e))
+                error = _item_error(index, e)
                 result = None
-            durations.append(time.perf_counter() - t0)
-            results.append(result)
+            self.results.add(index, result, error, time.perf_counter() - t0)
         sys.stdout.flush()
         sys.stderr.flush()
-        self.capture.flush()
+        self.results.finish()
         self.capture.index = -1
-        try:
-            ends, payload = pack(results)
-        except Exception:
-            ends, payload = self._pack_one_by_one(batch.start, results, errors)
         STATUS.pack_into(self.status, 0, -1, 0.0)
-        return ResultBatch(batch.job_id, batch.start, ends, errors, durations, payload)
-
-    @staticmethod
-    def _pack_one_by_one(start: int, results: list[Any],
-                         errors: list[ItemError]) -> tuple[list[int], bytes | Segments]:
-        safe = []
-        for i, r in enumerate(results):
-            try:
-                cloudpickle.dumps(r)
-                safe.append(r)
-            except Exception as e:
-                err = TypeError(f"the function returned {type(r).__name__!r} for input {start + i}, "
-                                f"which cannot be pickled: {e}")
-                errors.append(ItemError(start + i, "TypeError", str(err), cloudpickle.dumps(err)))
-                safe.append(None)
-        return pack(safe)
 
     def reset(self) -> None:
         """Forget the job: drop the function and undo cwd/env/sys.path changes.

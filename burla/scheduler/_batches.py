@@ -1,5 +1,6 @@
-"""Splitting a lost input batch so the input that crashed its worker travels
-alone (and alone is charged the retry)."""
+"""Cutting input batches without unpickling them: what is left of a batch
+whose first results already came back, and a lost batch split so the input
+that crashed its worker travels alone (and alone is charged the retry)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ def _sub_batch(batch: AnyInputBatch, payload: bytes, lo: int, hi: int, attempt: 
     base = batch.ends[lo - 1] if lo else 0
     ends = [e - base for e in batch.ends[lo:hi]]
     return InputBatch(batch.job_id, batch.start + lo, ends, attempt, payload[base : batch.ends[hi - 1]])
+
+
+def remaining(batch: AnyInputBatch, done: int) -> AnyInputBatch:
+    """``batch`` without its first ``done`` inputs (their results were delivered)."""
+    if not done:
+        return batch
+    return _sub_batch(batch, payload_bytes(batch.payload), done, len(batch.ends), batch.attempt)
 
 
 def split_around(batch: AnyInputBatch, crashed_index: int) -> list[AnyInputBatch]:

@@ -31,6 +31,8 @@ class BatchRecord:
     durations: list[float] = field(default_factory=list)  # per input, early batches only
     mean_duration: float | None = None
     failed: set[int] = field(default_factory=set)
+    done: int = 0  # inputs whose results came back (batches may return in parts)
+    total_duration: float = 0.0
 
 
 @dataclass
@@ -100,14 +102,18 @@ class Monitor:
             b.worker = worker
 
     def result(self, job_id: str, start: int, count: int, errors: list[ItemError], durations: list[float]) -> None:
+        """Results of ``count`` inputs from ``start``: a whole batch or the next part of one."""
         job = self.jobs.get(job_id)
-        if job is None or (b := job.batches.get(start)) is None:
+        if job is None or (b := job.batch_of(start)) is None:
             return
-        b.state = "done"
+        b.done += count
+        if b.done >= b.count:
+            b.state = "done"
         if durations:
-            b.mean_duration = sum(durations) / len(durations)
-            if start < self.detailed_inputs:
-                b.durations = durations
+            b.total_duration += sum(durations)
+            b.mean_duration = b.total_duration / b.done
+            if b.start < self.detailed_inputs:
+                b.durations = b.durations + durations
         job.done += count
         for err in errors:
             b.failed.add(err.index)
@@ -120,10 +126,15 @@ class Monitor:
 
     def lost(self, job_id: str, start: int, crashed_index: int) -> None:
         job = self.jobs.get(job_id)
-        if job is None or (b := job.batches.pop(start, None)) is None:
+        if job is None or (b := job.batches.get(start)) is None:
             return
-        job.starts.remove(start)
-        for i in range(b.start, b.start + b.count):
+        lost_from, end = b.start + b.done, b.start + b.count
+        if b.done:  # the inputs that came back stay done; the rest runs again as a new batch
+            b.count, b.state = b.done, "done"
+        else:
+            del job.batches[start]
+            job.starts.remove(start)
+        for i in range(lost_from, end):
             if i == crashed_index or crashed_index < 0:
                 job.retried[i] = job.retried.get(i, 0) + 1
 

@@ -11,8 +11,10 @@ Invariants (checked by tests/scheduler/test_state.py):
   queue, ``job.inflight`` (sent to one node), or delivered to the client.
   A batch on a node that dies or loses its worker goes back to the queue, so
   a dead node or worker never loses an input.
-* A result batch is forwarded to the client at most once: a result for a
-  batch that is not in flight on the sending node is dropped.
+* A result is forwarded to the client at most once: results must be the
+  next consecutive part of a batch in flight on the sending node (a batch may
+  come back in parts, ``progress``), anything else is dropped; a batch lost
+  after some parts came back is requeued without them.
 * Memory per job is bounded: the client may have at most
   ``input_queue_batches`` batches queued here (credit), and at most
   ``result_window`` batches are in flight or delivered-but-unacknowledged.
@@ -48,7 +50,7 @@ from ..transport.messages import (
     RestartNode,
     SubmitJob,
 )
-from ._batches import crash_message, split_around
+from ._batches import crash_message, remaining, split_around
 from ._queue import InProcessQueue, QueueBackend
 
 
@@ -130,6 +132,7 @@ class JobState:
     total: int | None = None
     nodes: dict[str, int] = field(default_factory=dict)  # node -> workers
     log_sources: deque[str] = field(default_factory=deque)  # node of each log batch sent to the client
+    progress: dict[int, int] = field(default_factory=dict)  # batch start -> inputs already delivered
 
     @property
     def job_id(self) -> str:
@@ -183,7 +186,7 @@ class HeadState:
             job.nodes.pop(node.node_id, None)
             for key in sorted(node.inflight, reverse=True):
                 _, batch = job.inflight.pop(key[1])
-                self.queue.push_front(job.job_id, batch)
+                self.queue.push_front(job.job_id, remaining(batch, job.progress.pop(key[1], 0)))
         node.job_id, node.workers_for_job = None, 0
         node.inflight.clear()
 
@@ -196,6 +199,7 @@ class HeadState:
             return []
         node.inflight.discard((job_id, start))
         _, batch = job.inflight.pop(start)
+        batch = remaining(batch, job.progress.pop(start, 0))
         parts = split_around(batch, crashed_index)
         for part in reversed(parts):
             if part.start == crashed_index:
@@ -214,19 +218,39 @@ class HeadState:
         return self._end(job, "failed", JobError(kind, message))
 
     def result(self, node_id: str, rb: AnyResultBatch) -> list[Command]:
+        """Results of consecutive inputs of one batch in flight on the node: the
+        whole batch, or the next part of it (workers stream slow batches)."""
         job = self.jobs.get(rb.job_id)
         node = self.nodes.get(node_id)
-        key = (rb.job_id, rb.start)
-        if job is None or node is None or key not in node.inflight:
+        start = self._batch_holding(job, node, rb.start) if job and node else None
+        if job is None or node is None or start is None:
             return []  # late or duplicate: never deliver twice
-        node.inflight.discard(key)
-        del job.inflight[rb.start]
+        size = len(job.inflight[start][1].ends)
+        done = job.progress.get(start, 0)
+        if rb.start != start + done or done + len(rb.ends) > size:
+            return []  # not the next part of that batch: a duplicate
+        if done + len(rb.ends) == size:
+            node.inflight.discard((rb.job_id, start))
+            del job.inflight[start]
+            job.progress.pop(start, None)
+        else:
+            job.progress[start] = done + len(rb.ends)
         job.unacked += 1
         job.delivered += len(rb.ends)
         cmds: list[Command] = [ToClient(job.client_id, rb)]
         if job.total is not None and job.delivered >= job.total:
             return cmds + self._end(job, "done", None)
         return cmds + self._settle()
+
+    @staticmethod
+    def _batch_holding(job: JobState, node: NodeState, index: int) -> int | None:
+        """The start of the batch in flight on ``node`` that holds input ``index``."""
+        if (job.job_id, index) in node.inflight:
+            return index
+        for job_id, start in node.inflight:  # at most workers x prefetch batches
+            if job_id == job.job_id and start <= index < start + len(job.inflight[start][1].ends):
+                return start
+        return None
 
     def logs(self, node_id: str, logs: LogBatch) -> list[Command]:
         """Print output of a job's worker: to the client, which acks it (``log_ack``)."""

@@ -291,3 +291,27 @@ def test_call_that_ignores_the_timeout_is_killed_by_the_node(on_cluster):
     with pytest.raises(burla.WorkerCrashed, match=r"past func_timeout=0\.5s") as info:
         rpm(stuck, [1], func_timeout=0.5, max_retries=0, spinner=False)
     assert info.value.input_index == 0
+
+
+def _waits_for_its_neighbour(i, where):
+    """Odd inputs wait until the client has *received* the result of the even
+    input before them (in the same batch): only possible if results stream."""
+    import os
+    import time
+
+    if i % 2:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(os.path.join(where, str(i - 1))):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"result {i - 1} never reached the client while its batch ran")
+            time.sleep(0.005)
+    return i
+
+
+def test_results_stream_before_their_batch_is_done(on_cluster, tmp_path):
+    got = []
+    for value in rpm(_waits_for_its_neighbour, [(i, str(tmp_path)) for i in range(10)], generator=True,
+                     spinner=False):
+        (tmp_path / str(value)).touch()
+        got.append(value)
+    assert sorted(got) == list(range(10))

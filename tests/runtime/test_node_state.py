@@ -312,3 +312,23 @@ def test_log_acks_go_back_to_the_workers_that_sent_the_oldest_batches():
     assert [(c.wid, c.msg.batches) for c in of(s.log_ack(LogAck("j", 5)), ToWorker)] == [(0, 1)]
     assert s.log_ack(LogAck("other", 1)) == []
     assert s.worker_logs(0, LogBatch("other", [])) == []  # lines of a job this node no longer serves
+
+
+def test_parts_of_a_batch_are_forwarded_and_the_last_part_completes_it():
+    s = ready_node(1)
+    serving(s, assign(n_workers=1, prefetch=1))
+    s.batch(batch("j", 0, 3))
+    s.batch(batch("j", 3, 1))
+    whole = s.workers[0].outstanding[0]
+
+    def part(lo: int, hi: int) -> ResultBatchView:
+        view = decode(encode(ResultBatch("j", lo, list(range(1, hi - lo + 1)), [], [0.0] * (hi - lo), b"x" * (hi - lo))))
+        assert isinstance(view, ResultBatchView)
+        return view
+
+    cmds = s.worker_result(0, part(0, 1))
+    assert told_head(cmds, ResultBatchView) and not sent(cmds, InputBatchView)  # still running the rest
+    assert s.workers[0].outstanding[0] is whole
+    cmds = s.worker_result(0, part(1, 3))
+    assert told_head(cmds, ResultBatchView) and [b.start for b in sent(cmds, InputBatchView)] == [3]
+    assert s.worker_result(0, part(7, 8)) == []  # not the worker's oldest batch

@@ -257,3 +257,39 @@ def test_workers_per_node_above_the_cpus_are_all_used_unless_func_cpu_asks_for_m
     assert to_node(s.submit("c", spec("io"), 0), kind=AssignJob)[0].n_workers == 25
     s.cancel("io", "done")
     assert to_node(s.submit("c", spec("cpu", func_cpu=2), 0), kind=AssignJob)[0].n_workers == 1
+
+
+def part_of(b, lo, hi):
+    """Results of inputs b.start+lo .. b.start+hi-1, as a worker streams them."""
+    ends, payload = pack(range(b.start + lo, b.start + hi))
+    return ResultBatch(b.job_id, b.start + lo, ends, [], [0.0] * (hi - lo), payload)
+
+
+def test_a_batch_may_come_back_in_parts_each_delivered_once():
+    s = HeadState()
+    s.node_joined(node("n1"))
+    s.submit("c1", spec(), 0)
+    b = to_node(s.input_batch("c1", batch("j", 0, 4)), "n1")[0]
+    s.inputs_done("c1", "j", 4)
+    first = s.result("n1", part_of(b, 0, 1))
+    assert [r.start for r in to_client(first, ResultBatch)] == [0] and ("j", 0) in s.nodes["n1"].inflight
+    assert s.result("n1", part_of(b, 0, 1)) == []  # the same part again: dropped
+    assert s.result("n1", part_of(b, 2, 4)) == []  # a gap: dropped
+    s.result("n1", part_of(b, 1, 2))
+    cmds = s.result("n1", part_of(b, 2, 4))
+    assert to_client(cmds, ResultBatch)[0].start == 2 and to_client(cmds, JobEnded)[0].status == "done"
+
+
+def test_a_batch_lost_after_some_parts_requeues_only_the_rest():
+    s = HeadState()
+    s.node_joined(node("n1", workers=1))
+    s.submit("c1", spec(), 0)
+    b = to_node(s.input_batch("c1", batch("j", 0, 4)), "n1")[0]
+    s.result("n1", part_of(b, 0, 2))
+    cmds = s.batch_lost("n1", "j", 0, crashed_index=2, reason="SIGKILL")
+    again = to_node(cmds, "n1")
+    # only the two unfinished inputs run again: the crashed one alone and charged, the other not
+    assert [(x.start, len(x.ends), x.attempt) for x in again] == [(2, 1, 1), (3, 1, 0)]
+    s.node_left("n1")
+    sent = to_node(s.node_joined(node("n2", workers=1)), "n2")
+    assert sorted(x.start for x in sent) == [2, 3]
