@@ -342,9 +342,14 @@ class HeadState:
     # --- internals ---------------------------------------------------------------
 
     def _wants_nodes(self, job: JobState) -> bool:
+        """A job takes another node only when it has queued inputs its nodes
+        cannot hold and room in its result window to send them (issue 10): a
+        10-input job leaves the rest of a big cluster to other jobs."""
         if job.spec.max_parallelism and job.workers >= job.spec.max_parallelism:
             return False
-        return self.queue.length(job.job_id) > 0 or job.total is None
+        if len(job.inflight) + job.unacked >= self.config.result_window:
+            return False
+        return self.queue.length(job.job_id) > 0
 
     def _settle(self) -> list[Command]:
         """Bring every job to rest after an event: feed its nodes, free the
@@ -376,22 +381,29 @@ class HeadState:
             cmds.append(ToNode(node.node_id, AssignJob(job.job_id, spec.function, n, spec.func_timeout, spec.func_ram,
                                                        spec.func_cpu, spec.func_gpu, spec.image,
                                                        self.config.prefetch_per_worker)))
+            cmds += self._fill(job, node)  # what it takes is no longer queued for the next node
             assigned = True
         return assigned
+
+    def _fill(self, job: JobState, node: NodeState) -> list[Command]:
+        """Send the node queued batches up to workers x prefetch, within the result window."""
+        cmds: list[Command] = []
+        cfg = self.config
+        capacity = node.workers_for_job * cfg.prefetch_per_worker
+        while len(node.inflight) < capacity and len(job.inflight) + job.unacked < cfg.result_window:
+            batch = self.queue.pop(job.job_id)
+            if batch is None:
+                break
+            job.inflight[batch.start] = (node.node_id, batch)
+            node.inflight.add((job.job_id, batch.start))
+            cmds.append(ToNode(node.node_id, batch))
+        return cmds
 
     def _dispatch(self, job: JobState) -> list[Command]:
         cmds: list[Command] = []
         cfg = self.config
         for node_id in job.nodes:
-            node = self.nodes[node_id]
-            capacity = node.workers_for_job * cfg.prefetch_per_worker
-            while len(node.inflight) < capacity and len(job.inflight) + job.unacked < cfg.result_window:
-                batch = self.queue.pop(job.job_id)
-                if batch is None:
-                    break
-                job.inflight[batch.start] = (node_id, batch)
-                node.inflight.add((job.job_id, batch.start))
-                cmds.append(ToNode(node_id, batch))
+            cmds += self._fill(job, self.nodes[node_id])
         room = cfg.input_queue_batches - self.queue.length(job.job_id) - job.credit_out
         if room > 0 and job.total is None:
             job.credit_out += room

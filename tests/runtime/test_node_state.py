@@ -295,7 +295,9 @@ def test_prefetch_comes_from_the_head():
 
     head = HeadState(HeadConfig(prefetch_per_worker=5))
     head.node_joined(HeadNode("n1", "h", 2, 8 << 30, 2))
-    cmds = head.submit("c", SubmitJob("j", "f", b"fn", 1, 0, 0, 3, 0.0, True), 0)
+    head.submit("c", SubmitJob("j", "f", b"fn", 1, 0, 0, 3, 0.0, True), 0)
+    ends, payload = pack([1])
+    cmds = head.input_batch("c", InputBatch("j", 0, ends, 0, payload))
     (a,) = [c.msg for c in cmds if isinstance(c.msg, AssignJob)]
     assert a.prefetch == 5
 

@@ -41,13 +41,23 @@ def result_for(b):
     return ResultBatch(b.job_id, b.start, b.ends, [], [0.0] * len(b.ends), b.payload)
 
 
+def fed(s, client, sp, batches=4, size=1):
+    """Submit ``sp`` and send it ``batches`` input batches: nodes are assigned as inputs queue up."""
+    cmds = s.submit(client, sp, 0)
+    for i in range(batches):
+        cmds += s.input_batch(client, batch(sp.job_id, i * size, size))
+    return cmds
+
+
 def test_job_runs_on_free_node_and_ends_when_all_results_delivered():
     s = HeadState()
     s.node_joined(node("n1"))
     cmds = s.submit("c1", spec(), now=0)
     assert to_client(cmds, JobAccepted)[0].input_credit == INITIAL_INPUT_CREDIT
+    assert not to_node(cmds, kind=AssignJob)  # nothing to run yet: no node taken
+    cmds = s.input_batch("c1", batch("j", 0, 3))
     assert to_node(cmds, "n1", AssignJob)[0].n_workers == 2
-    sent = to_node(s.input_batch("c1", batch("j", 0, 3)), "n1")
+    sent = to_node(cmds, "n1")
     s.inputs_done("c1", "j", 3)
     cmds = s.result("n1", result_for(sent[0]))
     assert to_client(cmds, ResultBatch) and to_client(cmds, JobEnded)[0].status == "done"
@@ -59,10 +69,9 @@ def test_nodes_are_single_tenant_and_second_job_waits():
     s = HeadState()
     s.node_joined(node("n1"))
     s.submit("c1", spec("a"), 0)
-    cmds = s.submit("c2", spec("b"), 0)
-    assert not to_node(cmds, kind=AssignJob)
-    s.input_batch("c2", batch("b", 0, 1))
     b = to_node(s.input_batch("c1", batch("a", 0, 1)))[0]
+    s.submit("c2", spec("b"), 0)
+    assert not to_node(s.input_batch("c2", batch("b", 0, 1)), kind=AssignJob)
     s.inputs_done("c1", "a", 1)
     cmds = s.result("n1", result_for(b))
     assigned = to_node(cmds, "n1", AssignJob)
@@ -166,7 +175,7 @@ def test_incompatible_job_is_rejected_with_a_reason():
 def test_func_cpu_and_ram_limit_workers_per_node():
     s = HeadState()
     s.node_joined(node("n1", workers=4, cpus=4, ram=4 << 30))
-    assign = to_node(s.submit("c", spec(func_cpu=1, func_ram=3 << 30), 0), kind=AssignJob)[0]
+    assign = to_node(fed(s, "c", spec(func_cpu=1, func_ram=3 << 30)), kind=AssignJob)[0]
     assert assign.n_workers == 1
 
 
@@ -174,14 +183,14 @@ def test_max_parallelism_caps_workers_across_nodes():
     s = HeadState()
     for i in range(3):
         s.node_joined(node(f"n{i}", workers=2))
-    cmds = s.submit("c", spec(max_parallelism=3), 0)
+    cmds = fed(s, "c", spec(max_parallelism=3), batches=12)
     assert sum(a.n_workers for a in to_node(cmds, kind=AssignJob)) == 3
 
 
 def test_client_leaving_cancels_its_jobs_and_frees_nodes():
     s = HeadState()
     s.node_joined(node("n1"))
-    s.submit("c", spec(), 0)
+    fed(s, "c", spec())
     cmds = s.client_left("c")
     assert to_node(cmds, "n1", ReleaseJob) and not s.jobs and s.nodes["n1"].job_id is None
 
@@ -203,7 +212,7 @@ def test_idle_nodes_are_released_to_other_jobs_before_the_job_ends():
     holder = next(n for n in s.nodes.values() if n.inflight)
     idle = next(n for n in s.nodes.values() if n is not holder)
     assert idle.job_id is None  # released while "a" still runs elsewhere
-    cmds = s.submit("c2", spec("b"), 0)
+    cmds = fed(s, "c2", spec("b"), batches=1)
     assert to_node(cmds, idle.node_id, AssignJob)
 
 
@@ -240,7 +249,7 @@ def test_log_batches_go_to_the_client_and_its_acks_back_to_their_nodes():
     s = HeadState()
     s.node_joined(node("n1"))
     s.node_joined(node("n2"))
-    s.submit("c1", spec(), 0)
+    fed(s, "c1", spec(), batches=8)  # more than n1 holds: n2 serves the job too
     lines = LogBatch("j", [LogLine(0, 1, "hi")])
     assert [c.msg for c in s.logs("n1", lines) if isinstance(c, ToClient)] == [lines]
     s.logs("n2", lines)
@@ -254,9 +263,9 @@ def test_log_batches_go_to_the_client_and_its_acks_back_to_their_nodes():
 def test_workers_per_node_above_the_cpus_are_all_used_unless_func_cpu_asks_for_more():
     s = HeadState()
     s.node_joined(node("n1", workers=25, cpus=2))
-    assert to_node(s.submit("c", spec("io"), 0), kind=AssignJob)[0].n_workers == 25
+    assert to_node(fed(s, "c", spec("io")), kind=AssignJob)[0].n_workers == 25
     s.cancel("io", "done")
-    assert to_node(s.submit("c", spec("cpu", func_cpu=2), 0), kind=AssignJob)[0].n_workers == 1
+    assert to_node(fed(s, "c", spec("cpu", func_cpu=2)), kind=AssignJob)[0].n_workers == 1
 
 
 def part_of(b, lo, hi):
@@ -293,3 +302,14 @@ def test_a_batch_lost_after_some_parts_requeues_only_the_rest():
     s.node_left("n1")
     sent = to_node(s.node_joined(node("n2", workers=1)), "n2")
     assert sorted(x.start for x in sent) == [2, 3]
+
+
+def test_a_small_job_takes_only_the_nodes_it_can_feed_on_a_1000_node_cluster():
+    s = HeadState()
+    for i in range(1000):
+        s.node_joined(node(f"n{i}", workers=10, cpus=10))
+    cmds = fed(s, "c1", spec("small"), batches=1, size=10)
+    assert len(to_node(cmds, kind=AssignJob)) == 1  # 10 inputs: one node, 999 left free
+    assert sum(1 for n in s.nodes.values() if n.job_id is None) == 999
+    cmds = fed(s, "c2", spec("next"), batches=4)
+    assert [a.job_id for a in to_node(cmds, kind=AssignJob)] == ["next"]  # starts at once on a free node
