@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -26,6 +27,7 @@ SIZES = {  # full, quick
     "W3": (200, 40),
     "W4": (40, 16),
     "M1": ((1_000_000, 10_000_000), (100_000, 400_000)),
+    "W6": ((40, 1.0), (8, 0.25)),  # calls, seconds each
 }
 
 
@@ -95,6 +97,19 @@ def w4(engine: Engine, quick: bool, reps: int, n_iter: int, serial_per_task: flo
     return _stats(_reps(once, reps), "efficiency", "higher")
 
 
+def w6(engine: Engine, quick: bool) -> dict[str, Any]:
+    """Slow calls as a stream: how soon the first result arrives and the
+    largest gap between results, in units of one call's duration."""
+    n, seconds = SIZES["W6"][quick]
+    t0 = time.perf_counter()
+    arrivals = [time.perf_counter() - t0 for _ in engine.imap(tasks.nap, [seconds] * n)]
+    assert len(arrivals) == n, "W6 lost results"
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    return {"value": arrivals[0], "unit": "s", "better": "lower", "call_s": seconds, "calls": n,
+            "first_calls": arrivals[0] / seconds, "max_gap_calls": max(gaps, default=0.0) / seconds,
+            "total_s": arrivals[-1]}
+
+
 def m1(engine: Engine, quick: bool) -> dict[str, Any]:
     pids = [os.getpid(), *engine.service_pids()]
     procs = [psutil.Process(p) for p in pids]
@@ -161,6 +176,8 @@ def main() -> None:
                     results[w] = w4(engine, args.quick, reps, int(n_iter), serial)
                 elif w == "M1":
                     results[w] = m1(engine, args.quick)
+                elif w == "W6":
+                    results[w] = w6(engine, args.quick)
             except NotImplementedError:
                 results[w] = {"skipped": "engine cannot stream an iterator"}
             except Exception as e:  # one workload failing must not hide the others

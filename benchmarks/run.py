@@ -16,8 +16,8 @@ from typing import Any
 import psutil
 
 ALL_ENGINES = ["burla", "mp_pool", "ppe", "loky", "dask", "ray_tasks", "ray_pool"]
-ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "M1", "S1"]
-PEERS_ONLY_FOR = {"M1": {"burla", "mp_pool"}, "S1": {"burla"}}
+ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "M1", "W6", "S1"]
+PEERS_ONLY_FOR = {"M1": {"burla", "mp_pool"}, "W6": {"burla"}, "S1": {"burla"}}
 
 TARGETS = [  # (workload, description, check(results) -> (ok, detail))
     ("W1", "burla >= 2x mp_pool per-item rate"),
@@ -26,6 +26,7 @@ TARGETS = [  # (workload, description, check(results) -> (ok, detail))
     ("W4", "burla parallel efficiency >= 0.95"),
     ("W5", "burla cold start <= 0.5 s"),
     ("M1", "burla client+head peak <= 300 MB, flat from small to large N"),
+    ("W6", "burla first result of slow calls (generator) <= 1.1 call durations"),
 ]
 
 
@@ -107,7 +108,7 @@ def run(engines: list[str], workloads: list[str], quick: bool, timeout: float) -
         print(f"... {engine}", file=sys.stderr, flush=True)
         res: dict[str, Any] = {}
         warm = [w for w in workloads
-                if w in ("W1", "W2", "W3", "W4", "M1") and engine in PEERS_ONLY_FOR.get(w, {engine})]
+                if w in ("W1", "W2", "W3", "W4", "M1", "W6") and engine in PEERS_ONLY_FOR.get(w, {engine})]
         if engine.startswith("ray"):
             _ray_stop()
         if warm:
@@ -156,6 +157,11 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 ok, detail = b >= 0.95, f"{b:.3f}"
             elif w == "W5":
                 ok, detail = b <= 0.5, f"{b:.3f} s"
+            elif w == "W6":
+                r = results["burla"]["W6"]
+                ok = r["first_calls"] <= 1.1
+                detail = (f"first result at {b:.3f} s = {r['first_calls']:.2f} calls of {r['call_s']:g} s; "
+                          f"largest gap {r['max_gap_calls']:.2f} calls")
             elif w == "M1":
                 by_n = results["burla"]["M1"]["by_n"]
                 sizes = sorted(by_n, key=int)
@@ -184,7 +190,7 @@ def table(report: dict[str, Any]) -> str:
 
 def _header(w: str) -> str:
     return {"W1": "W1 calls/s", "W2": "W2 ms", "W3": "W3 MB/s", "W4": "W4 eff", "W5": "W5 cold s",
-            "M1": "M1 peak MB", "S1": "S1 2-node W1 / W3"}[w]
+            "M1": "M1 peak MB", "W6": "W6 first result s", "S1": "S1 2-node W1 / W3"}[w]
 
 
 def _cell(r: Any) -> str:

@@ -27,3 +27,9 @@ def calibrate_spin(seconds: float) -> int:
         if dt > 0.05:
             return max(1, int(n * seconds / dt))
         n *= 2
+
+
+def nap(seconds: float) -> float:
+    """A slow call that does no work (W6)."""
+    time.sleep(seconds)
+    return seconds

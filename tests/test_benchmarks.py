@@ -12,7 +12,7 @@ def test_quick_run_measures_burla_and_multiprocessing_and_plots(tmp_path):
     out = tmp_path / "results.json"
     env = dict(os.environ, PYTHONPATH=ROOT)
     run = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--quick", "--engines", "burla,mp_pool",
-                          "--workloads", "W1,W2,W3,W4,W5,M1,S1", "--out", str(out)],
+                          "--workloads", "W1,W2,W3,W4,W5,M1,W6,S1", "--out", str(out)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     report = json.loads(out.read_text())
@@ -21,7 +21,8 @@ def test_quick_run_measures_burla_and_multiprocessing_and_plots(tmp_path):
             result = report["results"][engine][w]
             assert result.get("value", 0) > 0, (engine, w, result, run.stdout, run.stderr[-2000:])
     assert report["results"]["burla"]["S1"]["W1"]["value"] > 0
-    assert {t["workload"] for t in report["targets"]} == {"W1", "W2", "W3", "W4", "W5", "M1"}
+    assert report["results"]["burla"]["W6"]["value"] > 0
+    assert {t["workload"] for t in report["targets"]} == {"W1", "W2", "W3", "W4", "W5", "M1", "W6"}
     assert "| burla |" in run.stdout
     plot = subprocess.run([sys.executable, "-m", "benchmarks", "plot", str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
