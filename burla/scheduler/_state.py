@@ -56,9 +56,18 @@ from ._queue import InProcessQueue, QueueBackend
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """input_queue_batches: input batches one job may have waiting in the head.
+    """input_queue_batches: input batches one job may have waiting in the head,
+                          at least; a job with more slots may queue
+                          prefetch_per_worker per slot (issue 10).
     result_window:        batches one job may have in flight on nodes plus
-                          delivered to its client but not yet acknowledged.
+                          delivered to its client but not yet acknowledged,
+                          plus 2 x prefetch_per_worker per slot the job holds:
+                          the window grows with the job, so every slot of a
+                          big cluster can be busy.
+    job_bytes:            input bytes one job may have in the head (queued or
+                          in flight on nodes): the bound on head memory per
+                          job, the same for 2 slots or 10,000.  Past it the
+                          client gets no more credit until results come back.
     prefetch_per_worker:  batches a node may hold per worker (one running,
                           the rest prefetched).
     no_nodes_timeout:     seconds a job waits for any node to join an empty
@@ -69,6 +78,7 @@ class HeadConfig:
     result_window: int = 64
     prefetch_per_worker: int = 2
     no_nodes_timeout: float = 60.0
+    job_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
         if self.input_queue_batches < INITIAL_INPUT_CREDIT:
@@ -133,14 +143,13 @@ class JobState:
     nodes: dict[str, int] = field(default_factory=dict)  # node -> workers
     log_sources: deque[str] = field(default_factory=deque)  # node of each log batch sent to the client
     progress: dict[int, int] = field(default_factory=dict)  # batch start -> inputs already delivered
+    workers: int = 0  # worker slots on its nodes: sum(nodes.values()), kept as nodes come and go
+    held_bytes: int = 0  # input payload bytes queued here or in flight on nodes
+    max_batch_bytes: int = 0  # the largest input batch seen (credit is granted in its units)
 
     @property
     def job_id(self) -> str:
         return self.spec.job_id
-
-    @property
-    def workers(self) -> int:
-        return sum(self.nodes.values())
 
 
 class HeadState:
@@ -183,10 +192,12 @@ class HeadState:
         """Detach a node from its job, requeueing (uncharged) what it held."""
         job = self.jobs.get(node.job_id) if node.job_id else None
         if job is not None:
-            job.nodes.pop(node.node_id, None)
+            job.workers -= job.nodes.pop(node.node_id, 0)
             for key in sorted(node.inflight, reverse=True):
                 _, batch = job.inflight.pop(key[1])
-                self.queue.push_front(job.job_id, remaining(batch, job.progress.pop(key[1], 0)))
+                rest = remaining(batch, job.progress.pop(key[1], 0))
+                job.held_bytes += _size(rest) - _size(batch)
+                self.queue.push_front(job.job_id, rest)
         node.job_id, node.workers_for_job = None, 0
         node.inflight.clear()
 
@@ -199,6 +210,7 @@ class HeadState:
             return []
         node.inflight.discard((job_id, start))
         _, batch = job.inflight.pop(start)
+        job.held_bytes -= _size(batch)
         batch = remaining(batch, job.progress.pop(start, 0))
         parts = split_around(batch, crashed_index)
         for part in reversed(parts):
@@ -208,6 +220,7 @@ class HeadState:
                     why = crash_message(crashed_index, part.attempt, reason)
                     error = JobError("WorkerCrashed", why, crashed_index)
                     return self._end(job, "failed", error)
+            job.held_bytes += _size(part)
             self.queue.push_front(job_id, part)
         return self._settle()
 
@@ -231,7 +244,7 @@ class HeadState:
             return []  # not the next part of that batch: a duplicate
         if done + len(rb.ends) == size:
             node.inflight.discard((rb.job_id, start))
-            del job.inflight[start]
+            job.held_bytes -= _size(job.inflight.pop(start)[1])
             job.progress.pop(start, None)
         else:
             job.progress[start] = done + len(rb.ends)
@@ -283,6 +296,8 @@ class HeadState:
             return self._end(job, "failed", JobError("JobFailed", "client sent inputs without credit"))
         job.credit_out -= 1
         job.received += len(batch.ends)
+        job.held_bytes += _size(batch)
+        job.max_batch_bytes = max(job.max_batch_bytes, _size(batch))
         self.queue.push(job.job_id, batch)
         return self._settle()
 
@@ -347,20 +362,24 @@ class HeadState:
         10-input job leaves the rest of a big cluster to other jobs."""
         if job.spec.max_parallelism and job.workers >= job.spec.max_parallelism:
             return False
-        if len(job.inflight) + job.unacked >= self.config.result_window:
+        if len(job.inflight) + job.unacked >= self._window(job):
             return False
         return self.queue.length(job.job_id) > 0
 
     def _settle(self) -> list[Command]:
-        """Bring every job to rest after an event: feed its nodes, free the
-        nodes it no longer needs, then hand free nodes to jobs that want them."""
+        """Bring every job to rest after an event: give each of its slots one
+        batch, free the nodes it no longer needs, hand free nodes to jobs that
+        still have queued batches, and only then prefetch a second batch per
+        slot -- so no slot is idle while another holds two (issue 10)."""
         cmds: list[Command] = []
         for job in self.jobs.values():
-            cmds += self._dispatch(job)
+            cmds += self._dispatch(job, depth=1)
             cmds += self._release_idle_nodes(job)
         for job in self.jobs.values():
-            if self._assign_free_nodes(job, cmds):
-                cmds += self._dispatch(job)
+            self._assign_free_nodes(job, cmds)
+        for job in self.jobs.values():
+            cmds += self._dispatch(job, depth=self.config.prefetch_per_worker)
+            cmds += self._grant_credit(job)
         return cmds
 
     def _assign_free_nodes(self, job: JobState, cmds: list[Command]) -> bool:
@@ -377,20 +396,21 @@ class HeadState:
                 continue
             node.job_id, node.workers_for_job = job.job_id, n
             job.nodes[node.node_id] = n
+            job.workers += n
             spec = job.spec
             cmds.append(ToNode(node.node_id, AssignJob(job.job_id, spec.function, n, spec.func_timeout, spec.func_ram,
                                                        spec.func_cpu, spec.func_gpu, spec.image,
                                                        self.config.prefetch_per_worker)))
-            cmds += self._fill(job, node)  # what it takes is no longer queued for the next node
+            cmds += self._fill(job, node, depth=1)  # what it takes is no longer queued for the next node
             assigned = True
         return assigned
 
-    def _fill(self, job: JobState, node: NodeState) -> list[Command]:
-        """Send the node queued batches up to workers x prefetch, within the result window."""
+    def _fill(self, job: JobState, node: NodeState, depth: int) -> list[Command]:
+        """Send the node queued batches up to ``depth`` per worker, within the result window."""
         cmds: list[Command] = []
-        cfg = self.config
-        capacity = node.workers_for_job * cfg.prefetch_per_worker
-        while len(node.inflight) < capacity and len(job.inflight) + job.unacked < cfg.result_window:
+        capacity = node.workers_for_job * depth
+        window = self._window(job)
+        while len(node.inflight) < capacity and len(job.inflight) + job.unacked < window:
             batch = self.queue.pop(job.job_id)
             if batch is None:
                 break
@@ -399,16 +419,27 @@ class HeadState:
             cmds.append(ToNode(node.node_id, batch))
         return cmds
 
-    def _dispatch(self, job: JobState) -> list[Command]:
+    def _dispatch(self, job: JobState, depth: int) -> list[Command]:
         cmds: list[Command] = []
-        cfg = self.config
         for node_id in job.nodes:
-            cmds += self._fill(job, self.nodes[node_id])
-        room = cfg.input_queue_batches - self.queue.length(job.job_id) - job.credit_out
-        if room > 0 and job.total is None:
-            job.credit_out += room
-            cmds.append(ToClient(job.client_id, InputCredit(job.job_id, room)))
+            cmds += self._fill(job, self.nodes[node_id], depth)
         return cmds
+
+    def _grant_credit(self, job: JobState) -> list[Command]:
+        """Let the client send more: up to a queue that grows with the job's
+        slots, and within its byte budget (estimated from the largest batch
+        seen; none is granted before the first batch shows its size)."""
+        cfg = self.config
+        if job.total is not None or not job.max_batch_bytes:
+            return []
+        queue_cap = max(cfg.input_queue_batches, cfg.prefetch_per_worker * job.workers)
+        by_count = queue_cap - self.queue.length(job.job_id) - job.credit_out
+        by_bytes = (cfg.job_bytes - job.held_bytes) // job.max_batch_bytes - job.credit_out
+        room = min(by_count, by_bytes)
+        if room <= 0:
+            return []
+        job.credit_out += room
+        return [ToClient(job.client_id, InputCredit(job.job_id, room))]
 
     def _release_idle_nodes(self, job: JobState) -> list[Command]:
         """Free nodes a job no longer needs, so other jobs can use them."""
@@ -420,8 +451,12 @@ class HeadState:
                 cmds += self._release(job, node_id)
         return cmds
 
+    def _window(self, job: JobState) -> int:
+        """Result batches the job may have in flight or unacknowledged: grows with its slots."""
+        return self.config.result_window + 2 * self.config.prefetch_per_worker * job.workers
+
     def _release(self, job: JobState, node_id: str) -> list[Command]:
-        job.nodes.pop(node_id)
+        job.workers -= job.nodes.pop(node_id)
         node = self.nodes[node_id]
         node.job_id, node.workers_for_job = None, 0
         node.inflight.clear()
@@ -448,3 +483,8 @@ class HeadState:
             f"no node can run one call with {want}: the largest node has {biggest.cpus} CPUs and "
             f"{biggest.ram_bytes / 2**30:.1f} GiB RAM; lower func_cpu/func_ram or add bigger nodes"
         )
+
+
+def _size(batch: AnyInputBatch) -> int:
+    """Payload bytes of a batch, for the job's byte budget."""
+    return len(batch.payload)

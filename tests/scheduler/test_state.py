@@ -133,26 +133,29 @@ def test_duplicate_or_late_result_is_never_delivered_twice():
 
 
 def test_unacknowledged_results_stall_dispatch():
-    s = HeadState(HeadConfig(result_window=2, input_queue_batches=8))
-    s.node_joined(node("n1", workers=4, cpus=4))
+    # window = result_window + 2 x prefetch x slots = 2 + 2 x 1 x 1 = 4 batches
+    s = HeadState(HeadConfig(result_window=2, input_queue_batches=8, prefetch_per_worker=1))
+    s.node_joined(node("n1", workers=1, cpus=1))
     s.submit("c", spec(), 0)
     sent = []
-    for i in range(4):
+    for i in range(INITIAL_INPUT_CREDIT):
         sent += to_node(s.input_batch("c", batch("j", i, 1)))
-    assert len(sent) == 2  # window of 2
-    for b in sent:
-        s.result("n1", result_for(b))
-    assert s.jobs["j"].unacked == 2
+    for i in range(INITIAL_INPUT_CREDIT, 8):
+        s.input_batch("c", batch("j", i, 1))
+    while sent:  # the client never acknowledges
+        sent = to_node(s.result("n1", result_for(sent[0])))
+    assert s.jobs["j"].unacked == 4 and s.queue.length("j") == 4  # stalled at the window
     assert to_node(s.result_ack("c", "j", 1)) != []
 
 
 def test_input_credit_is_bounded_by_queue_size():
     cfg = HeadConfig(input_queue_batches=6, result_window=1)
     s = HeadState(cfg)
-    cmds = s.submit("c", spec(), 0)  # no node: nothing leaves the queue
-    granted = INITIAL_INPUT_CREDIT + sum(c.batches for c in to_client(cmds, InputCredit))
-    for i in range(granted):
-        assert not to_client(s.input_batch("c", batch("j", i, 1)), InputCredit)
+    s.submit("c", spec(), 0)  # no node: nothing leaves the queue
+    granted, sent = INITIAL_INPUT_CREDIT, 0
+    while sent < granted:  # a client that sends whenever it may
+        granted += sum(c.batches for c in to_client(s.input_batch("c", batch("j", sent, 1)), InputCredit))
+        sent += 1
     assert granted == cfg.input_queue_batches == s.queue.length("j")
 
 
@@ -313,3 +316,39 @@ def test_a_small_job_takes_only_the_nodes_it_can_feed_on_a_1000_node_cluster():
     assert sum(1 for n in s.nodes.values() if n.job_id is None) == 999
     cmds = fed(s, "c2", spec("next"), batches=4)
     assert [a.job_id for a in to_node(cmds, kind=AssignJob)] == ["next"]  # starts at once on a free node
+
+
+def feed_with_credit(s, client, job_id, n_batches, size):
+    """A client that sends a batch whenever it has credit (as the real one does)."""
+    credit, sent, cmds = INITIAL_INPUT_CREDIT, 0, []
+    cmds += s.submit(client, spec(job_id), 0)
+    while sent < n_batches and credit > 0:
+        credit -= 1
+        out = s.input_batch(client, batch(job_id, sent * size, size))
+        sent += 1
+        credit += sum(c.batches for c in to_client(out, InputCredit))
+        cmds += out
+    return cmds, sent
+
+
+def test_every_slot_of_a_100_node_cluster_gets_work():
+    s = HeadState()
+    for i in range(100):
+        s.node_joined(node(f"n{i}", workers=10, cpus=10))
+    cmds, sent = feed_with_credit(s, "c", "big", n_batches=1000, size=10)  # 10,000 inputs
+    assert sent == 1000  # the windows grew with the job: it was never starved of credit
+    assert len(to_node(cmds, kind=AssignJob)) == 100
+    assert all(len(n.inflight) >= n.n_workers for n in s.nodes.values())  # no idle slot
+
+
+def test_head_memory_per_job_is_a_byte_budget():
+    s = HeadState(HeadConfig(job_bytes=1 << 20))  # 1 MiB
+    s.node_joined(node("n1", workers=1))
+    granted = INITIAL_INPUT_CREDIT + sum(c.batches for c in to_client(s.submit("c", spec("j"), 0), InputCredit))
+    big = 256 * 1024
+    for i in range(INITIAL_INPUT_CREDIT):
+        ends, payload = [big], b"x" * big
+        granted += sum(c.batches for c in to_client(s.input_batch("c", InputBatch("j", i, ends, 0, payload)),
+                                                      InputCredit))
+    assert s.jobs["j"].held_bytes == 4 * big
+    assert granted == INITIAL_INPUT_CREDIT  # at the budget: no more credit until results come back

@@ -102,7 +102,11 @@ function renderJob(j) {
   $("job-error").textContent = j.error ? `${j.error.kind}: ${j.error.message}` : "";
   renderChart(j.series);
   $("errors-box").hidden = !j.errors.length;
-  $("errors").replaceChildren(...j.errors.slice(0, 50).map((e) => el("details", { class: "err", "data-index": e.index }, [
+  // a traceback the user opened stays open across the twice-a-second refresh
+  const opened = new Set([...document.querySelectorAll("#errors details[open]")].map((d) => d.dataset.index));
+  $("errors").replaceChildren(...j.errors.slice(0, 50).map((e) => el("details", {
+    class: "err", "data-index": e.index, ...(opened.has(String(e.index)) ? { open: "" } : {}),
+  }, [
     el("summary", { text: `input ${e.index}: ${e.type}` }), el("pre", { text: e.traceback }),
   ])));
   $("inputs-range").textContent = j.inputs.length ? `${j.offset}–${j.offset + j.inputs.length - 1}` : "";
