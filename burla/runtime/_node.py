@@ -49,7 +49,8 @@ from ..transport.messages import (
 )
 from . import _status
 from ._launch import Launcher, ProcessLauncher, WorkerHandle
-from ._node_state import ApplyLimits, Command, Kill, NodeState, Respawn, Spawn, ToHead, ToWorker, WorkerPhase
+from ._node_commands import ApplyLimits, Command, Kill, Respawn, Spawn, ToHead, ToWorker
+from ._node_state import NodeState, WorkerPhase
 
 log = logging.getLogger("burla.node")
 WATCH_INTERVAL = 0.2  # seconds between watchdog samples (func_timeout backstop, func_ram of processes)

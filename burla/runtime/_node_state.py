@@ -54,11 +54,13 @@ from ..transport.messages import (
     JobSetupFailed,
     LogAck,
     LogBatch,
-    Outgoing,
     ResultBatchView,
     StartJob,
 )
+from ._node_commands import ApplyLimits, Command, Kill, Respawn, Spawn, ToHead, ToWorker
 
+__all__ = ["ApplyLimits", "Command", "Kill", "NodeState", "Respawn", "Spawn", "ToHead", "ToWorker", "WorkerPhase",
+           "WorkerSlot"]
 log = logging.getLogger("burla.node")
 
 TIMEOUT_GRACE = 2.0  # seconds past func_timeout before the node kills a call that ignored the alarm
@@ -95,56 +97,6 @@ class JobSlot:
     @property
     def job_id(self) -> str:
         return self.assign.job_id
-
-
-# --- commands -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToWorker:
-    wid: int
-    msg: Outgoing
-
-
-@dataclass(frozen=True)
-class ToHead:
-    msg: Outgoing
-
-
-@dataclass(frozen=True)
-class Spawn:
-    """Launch worker ``wid`` in ``image`` with ``gpus`` GPUs."""
-
-    wid: int
-    image: str
-    gpus: int
-
-
-@dataclass(frozen=True)
-class Respawn:
-    """Call ``NodeState.replace_worker`` after ``delay`` seconds."""
-
-    delay: float
-
-
-@dataclass(frozen=True)
-class ApplyLimits:
-    """Give worker ``wid`` the job's CPU/RAM/GPU limits, then report
-    ``limits_applied(wid, job_id, ok)``."""
-
-    wid: int
-    job_id: str
-    func_cpu: int
-    func_ram: int
-    func_gpu: int
-
-
-@dataclass(frozen=True)
-class Kill:
-    wid: int
-
-
-Command = ToWorker | ToHead | Spawn | Respawn | ApplyLimits | Kill
 
 
 class NodeState:

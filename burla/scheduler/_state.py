@@ -30,9 +30,6 @@ Invariants (checked by tests/scheduler/test_state.py):
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
-
 from ..transport.messages import (
     INITIAL_INPUT_CREDIT,
     AnyInputBatch,
@@ -45,111 +42,15 @@ from ..transport.messages import (
     JobNotice,
     LogAck,
     LogBatch,
-    Outgoing,
     ReleaseJob,
     RestartNode,
     SubmitJob,
 )
 from ._batches import crash_message, remaining, split_around
 from ._queue import InProcessQueue, QueueBackend
+from ._records import Command, HeadConfig, JobState, NodeState, ToClient, ToNode
 
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """input_queue_batches: input batches one job may have waiting in the head,
-                          at least; a job with more slots may queue
-                          prefetch_per_worker per slot (issue 10).
-    result_window:        batches one job may have in flight on nodes plus
-                          delivered to its client but not yet acknowledged,
-                          plus 2 x prefetch_per_worker per slot the job holds:
-                          the window grows with the job, so every slot of a
-                          big cluster can be busy.
-    job_bytes:            input bytes one job may have in the head (queued or
-                          in flight on nodes): the bound on head memory per
-                          job, the same for 2 slots or 10,000.  Past it the
-                          client gets no more credit until results come back.
-    prefetch_per_worker:  batches a node may hold per worker (one running,
-                          the rest prefetched).
-    no_nodes_timeout:     seconds a job waits for any node to join an empty
-                          cluster before failing.
-    """
-
-    input_queue_batches: int = 32
-    result_window: int = 64
-    prefetch_per_worker: int = 2
-    no_nodes_timeout: float = 60.0
-    job_bytes: int = 256 << 20
-
-    def __post_init__(self) -> None:
-        if self.input_queue_batches < INITIAL_INPUT_CREDIT:
-            raise ValueError(f"input_queue_batches must be >= {INITIAL_INPUT_CREDIT}")
-        if self.result_window < 1 or self.prefetch_per_worker < 1:
-            raise ValueError("result_window and prefetch_per_worker must be >= 1")
-
-
-@dataclass
-class ToNode:
-    node_id: str
-    msg: Outgoing
-
-
-@dataclass
-class ToClient:
-    client_id: str
-    msg: Outgoing
-
-
-Command = ToNode | ToClient
-
-
-@dataclass
-class NodeState:
-    node_id: str
-    host: str
-    cpus: int
-    ram_bytes: int
-    n_workers: int
-    runtime: str = "process"
-    gpus: int = 0
-    job_id: str | None = None
-    workers_for_job: int = 0
-    inflight: set[tuple[str, int]] = field(default_factory=set)
-
-    def workers_for(self, spec: SubmitJob) -> int:
-        if spec.image and self.runtime != "container":
-            return 0
-        # Every worker slot the node was started with is a concurrent call (workers_per_node
-        # set above the CPUs is how I/O-bound work asks for more); func_cpu=k > 1 still keeps
-        # a job to cpus // k calls on the node (issue 10).
-        n = self.n_workers if spec.func_cpu <= 1 else min(self.n_workers, self.cpus // spec.func_cpu)
-        if spec.func_ram:
-            n = min(n, self.ram_bytes // spec.func_ram)
-        if spec.func_gpu:
-            n = min(n, self.gpus // spec.func_gpu)
-        return max(n, 0)
-
-
-@dataclass
-class JobState:
-    spec: SubmitJob
-    client_id: str
-    submitted_at: float
-    credit_out: int = INITIAL_INPUT_CREDIT
-    inflight: dict[int, tuple[str, AnyInputBatch]] = field(default_factory=dict)
-    unacked: int = 0
-    received: int = 0  # inputs received from the client
-    delivered: int = 0  # inputs whose results went to the client
-    total: int | None = None
-    nodes: dict[str, int] = field(default_factory=dict)  # node -> workers
-    log_sources: deque[str] = field(default_factory=deque)  # node of each log batch sent to the client
-    progress: dict[int, int] = field(default_factory=dict)  # batch start -> inputs already delivered
-    workers: int = 0  # worker slots on its nodes: sum(nodes.values()), kept as nodes come and go
-    held_bytes: int = 0  # input payload bytes queued here or in flight on nodes
-    max_batch_bytes: int = 0  # the largest input batch seen (credit is granted in its units)
-
-    @property
-    def job_id(self) -> str:
-        return self.spec.job_id
+__all__ = ["Command", "HeadConfig", "HeadState", "JobState", "NodeState", "ToClient", "ToNode"]
 
 
 class HeadState:
