@@ -19,7 +19,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 from .. import _loop
@@ -110,18 +110,15 @@ class JobChannel:
     def next_event(self, timeout: float | None = None) -> JobEvent | None:
         """The next event; None once ``timeout`` seconds pass without one.
         A loop thread that died yields ``Lost`` instead of a hang."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait = LIVENESS_CHECK if deadline is None else min(LIVENESS_CHECK, deadline - time.monotonic())
+        for wait in _slices(timeout):
             try:
-                return self._events.get(timeout=max(wait, 0.0))
+                return self._events.get(timeout=wait)
             except queue.Empty:
                 pass
             if not self.session.running:
                 why = "was closed" if self.session._closed else "stopped"
                 return Lost(ConnectionLost(f"the client's session with {self.session.address} {why}"))
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
+        return None
 
     def send_batch(self, batch: InputBatch) -> bool:
         """Block until the head grants credit, then send; False if the job ended."""
@@ -184,17 +181,16 @@ class Session:
         """Run ``coro`` on the loop thread and wait for it: at most ``timeout``
         seconds (then ConnectionLost), and never past the thread's death."""
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait = LIVENESS_CHECK if deadline is None else min(LIVENESS_CHECK, deadline - time.monotonic())
+        for wait in _slices(timeout):
             try:
-                return fut.result(max(wait, 0.0))
+                return fut.result(wait)
             except concurrent.futures.TimeoutError:
                 pass
-            if not self.running or (deadline is not None and time.monotonic() >= deadline):
+            if not self.running:
                 fut.cancel()
-                why = "stopped" if not self.running else f"did not answer within {timeout:g}s"
-                raise ConnectionLost(f"the client's connection to {self.address} {why}")
+                raise ConnectionLost(f"the client's connection to {self.address} stopped")
+        fut.cancel()
+        raise ConnectionLost(f"the client's connection to {self.address} did not answer within {timeout:g}s")
 
     def post(self, msg: Message) -> None:
         """Send ``msg`` from any thread without waiting (dropped once the connection is gone)."""
@@ -264,6 +260,17 @@ class Session:
                 pass
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=CLOSE_TIMEOUT)
+
+
+def _slices(timeout: float | None) -> Iterator[float]:
+    """The waits of a blocking call: at least one, each at most LIVENESS_CHECK
+    seconds (the caller checks the loop thread between them), until ``timeout``
+    seconds have passed (None: no end)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        yield LIVENESS_CHECK if deadline is None else max(0.0, min(LIVENESS_CHECK, deadline - time.monotonic()))
+        if deadline is not None and time.monotonic() >= deadline:
+            return
 
 
 def _print_notice(text: str) -> None:

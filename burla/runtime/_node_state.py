@@ -40,7 +40,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -211,10 +211,7 @@ class NodeState:
         job = self.job
         if job is None or job.job_id != ack.job_id:
             return []
-        counts: dict[int, int] = {}
-        for _ in range(min(ack.batches, len(job.log_sources))):
-            wid = job.log_sources.popleft()
-            counts[wid] = counts.get(wid, 0) + 1
+        counts = Counter(job.log_sources.popleft() for _ in range(min(ack.batches, len(job.log_sources))))
         return [ToWorker(wid, LogAck(ack.job_id, n)) for wid, n in counts.items()]
 
     def worker_setup_failed(self, wid: int, failed: JobSetupFailed) -> list[Command]:

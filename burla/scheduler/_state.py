@@ -30,6 +30,8 @@ Invariants (checked by tests/scheduler/test_state.py):
 
 from __future__ import annotations
 
+from collections import Counter
+
 from ..transport.messages import (
     INITIAL_INPUT_CREDIT,
     AnyInputBatch,
@@ -224,10 +226,7 @@ class HeadState:
         job = self.jobs.get(job_id)
         if job is None or job.client_id != client_id:
             return []
-        counts: dict[str, int] = {}
-        for _ in range(min(batches, len(job.log_sources))):
-            node_id = job.log_sources.popleft()
-            counts[node_id] = counts.get(node_id, 0) + 1
+        counts = Counter(job.log_sources.popleft() for _ in range(min(batches, len(job.log_sources))))
         return [ToNode(node_id, LogAck(job_id, n)) for node_id, n in counts.items()
                 if node_id in job.nodes]
 
