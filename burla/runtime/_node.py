@@ -55,6 +55,11 @@ from ._node_state import NodeState, WorkerPhase
 log = logging.getLogger("burla.node")
 WATCH_INTERVAL = 0.2  # seconds between watchdog samples (func_timeout backstop, func_ram of processes)
 HEAD_ERRORS = (ConnectionLost, ClusterUnreachable, ProtocolError)
+# The first registration is retried this long even when reconnect_for is 0: a head that is still
+# importing while a cluster's many workers start on the same CPUs misses the handshake timeout,
+# and a node that gave up at once left the cluster short (4 nodes x 25 workers on 2 CPUs: 0-1 of
+# 4 nodes registered).
+FIRST_REGISTER_GRACE = 30.0
 
 
 @dataclass(frozen=True)
@@ -328,10 +333,12 @@ class NodeDaemon:
     # --- head -----------------------------------------------------------------------
 
     async def _serve_heads(self) -> None:
-        """Register, serve, and on a lost head try again for ``reconnect_for`` seconds."""
+        """Register (the first time for at least FIRST_REGISTER_GRACE seconds), serve,
+        and on a lost head try again for ``reconnect_for`` seconds."""
+        deadline = max(self.config.reconnect_for, FIRST_REGISTER_GRACE)
         while True:
             try:
-                head = await retry(self._register, retry_on=HEAD_ERRORS, deadline=self.config.reconnect_for,
+                head = await retry(self._register, retry_on=HEAD_ERRORS, deadline=deadline,
                                    what=f"node {self.node_id}: registering")
             except HEAD_ERRORS as e:
                 log.warning("node %s: head gone (%s); exiting", self.node_id, e)
@@ -347,6 +354,7 @@ class NodeDaemon:
             if not self.config.reconnect_for:
                 log.warning("node %s: head gone; exiting", self.node_id)
                 return
+            deadline = self.config.reconnect_for
 
     async def _register(self) -> Connection:
         head = await connect(self.head_host, self.head_port, self.token, self.transport)
