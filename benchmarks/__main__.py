@@ -1,5 +1,6 @@
 """python -m benchmarks run [--engines ...] [--workloads ...] [--quick] [--out results.json]
-python -m benchmarks plot results.json"""
+python -m benchmarks plot results.json
+python -m benchmarks cluster [--nodes 10,100,1000] [--w7] [--quick] [--out cluster.json]"""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     pl = sub.add_parser("plot", help="draw one PNG per workload from a JSON report")
     pl.add_argument("report")
     pl.add_argument("--out-dir", default=None)
+    sub.add_parser("cluster", help="S2 (simulated nodes) and W7 (4 x 25 local cluster): see benchmarks/cluster.py",
+                   add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cluster"]:
+        from .cluster import main as cluster_main
+
+        return cluster_main(argv[1:])
     args = p.parse_args(argv)
     if args.cmd == "plot":
         from .plot import plot

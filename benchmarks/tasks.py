@@ -33,3 +33,17 @@ def nap(seconds: float) -> float:
     """A slow call that does no work (W6)."""
     time.sleep(seconds)
     return seconds
+
+
+def shout(x):
+    """A print-only call (S2)."""
+    print(x)
+
+
+def hold(seconds: float) -> str:
+    """Holds a worker slot for ``seconds`` and says where it ran.  Simulated
+    nodes (S2) await it instead of calling it, and answer their node id."""
+    import socket
+
+    time.sleep(seconds)
+    return socket.gethostname()

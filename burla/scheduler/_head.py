@@ -137,7 +137,7 @@ class Head:
     async def _serve_client(self, conn: Connection) -> None:
         client_id = f"c{next(self._ids)}"
         self._clients[client_id] = conn
-        conn.send_nowait(Welcome(self.name, sum(n.n_workers for n in self.state.nodes.values())))
+        conn.send_nowait(Welcome(self.name, self.state.pool.slots))
         try:
             while True:
                 match await conn.recv():

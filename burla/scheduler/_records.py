@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..transport.messages import INITIAL_INPUT_CREDIT, AnyInputBatch, Outgoing, SubmitJob
 
@@ -25,6 +26,12 @@ class HeadConfig:
                           client gets no more credit until results come back.
     prefetch_per_worker:  batches a node may hold per worker (one running,
                           the rest prefetched).
+    prefetch_below:       seconds: a job's batches are prefetched only while
+                          one takes less than this to run (measured from its
+                          results).  Slower ones go one per slot: prefetching
+                          them gains nothing and would keep inputs queued
+                          behind a busy worker, and a node being handed to
+                          another job waits for one call, not two.
     no_nodes_timeout:     seconds a job waits for any node to join an empty
                           cluster before failing.
     """
@@ -34,6 +41,7 @@ class HeadConfig:
     prefetch_per_worker: int = 2
     no_nodes_timeout: float = 60.0
     job_bytes: int = 256 << 20
+    prefetch_below: float = 0.1
 
     def __post_init__(self) -> None:
         if self.input_queue_batches < INITIAL_INPUT_CREDIT:
@@ -57,6 +65,16 @@ class ToClient:
 Command = ToNode | ToClient
 
 
+class Shape(NamedTuple):
+    """What decides how many calls of a job a node can run (``NodeState.workers_for``)."""
+
+    runtime: str
+    cpus: int
+    ram_bytes: int
+    gpus: int
+    n_workers: int
+
+
 @dataclass
 class NodeState:
     node_id: str
@@ -69,6 +87,11 @@ class NodeState:
     job_id: str | None = None
     workers_for_job: int = 0
     inflight: set[tuple[str, int]] = field(default_factory=set)
+    draining: bool = False  # its job sends it nothing more: it goes to another job once idle
+
+    @property
+    def shape(self) -> Shape:
+        return Shape(self.runtime, self.cpus, self.ram_bytes, self.gpus, self.n_workers)
 
     def workers_for(self, spec: SubmitJob) -> int:
         if spec.image and self.runtime != "container":
@@ -101,6 +124,14 @@ class JobState:
     workers: int = 0  # worker slots on its nodes: sum(nodes.values()), kept as nodes come and go
     held_bytes: int = 0  # input payload bytes queued here or in flight on nodes
     max_batch_bytes: int = 0  # the largest input batch seen (credit is granted in its units)
+    batches_in: int = 0  # input batches received from the client
+    call_seconds: float = 0.0  # a moving average of the duration of one call, from its results
+    # Its nodes by how much they can take, so no event walks them all (issue 10):
+    open1: dict[str, None] = field(default_factory=dict)  # a slot holds no batch
+    open2: dict[str, None] = field(default_factory=dict)  # every slot has one, room for prefetch
+    empty: dict[str, None] = field(default_factory=dict)  # holds no batch at all
+    draining: dict[str, None] = field(default_factory=dict)  # being handed to another job
+    balanced_at: int = -1  # the head's placement epoch when it last looked for nodes to take
 
     @property
     def job_id(self) -> str:

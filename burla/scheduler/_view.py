@@ -53,6 +53,6 @@ def cluster_summary(name: str, started_at: float, state: HeadState, nodes: dict[
         })
     return {
         "name": name, "status": "up", "uptime_s": round(now - started_at, 1), "nodes": out,
-        "workers": sum(n.n_workers for n in state.nodes.values()),
+        "workers": state.pool.slots,
         "cpus": sum(n.cpus for n in state.nodes.values()), "jobs_running": len(state.jobs),
     }

@@ -37,8 +37,8 @@ def to_client(cmds, kind):
     return [c.msg for c in cmds if isinstance(c, ToClient) and isinstance(c.msg, kind)]
 
 
-def result_for(b):
-    return ResultBatch(b.job_id, b.start, b.ends, [], [0.0] * len(b.ends), b.payload)
+def result_for(b, seconds=0.0):
+    return ResultBatch(b.job_id, b.start, b.ends, [], [seconds] * len(b.ends), b.payload)
 
 
 def fed(s, client, sp, batches=4, size=1):
@@ -352,3 +352,113 @@ def test_head_memory_per_job_is_a_byte_budget():
                                                       InputCredit))
     assert s.jobs["j"].held_bytes == 4 * big
     assert granted == INITIAL_INPUT_CREDIT  # at the budget: no more credit until results come back
+
+
+class Cluster:
+    """Nodes that run what the head sends them, oldest batch first, as real ones do."""
+
+    def __init__(self, s):
+        self.s = s
+        self.held = {}  # node -> batches in flight there
+        self.job_of = {}  # node -> job it was last assigned
+        self.releases = []  # (node, batches it still held when released)
+
+    def apply(self, cmds):
+        credit = 0
+        for c in cmds:
+            if isinstance(c, ToNode) and isinstance(c.msg, AssignJob):
+                self.job_of[c.node_id] = c.msg.job_id
+            elif isinstance(c, ToNode) and isinstance(c.msg, InputBatch):
+                assert self.job_of[c.node_id] == c.msg.job_id  # single tenant: only its job's batches
+                self.held.setdefault(c.node_id, []).append(c.msg)
+            elif isinstance(c, ToNode) and isinstance(c.msg, ReleaseJob):
+                self.releases.append((c.node_id, len(self.held.get(c.node_id, []))))
+            elif isinstance(c, ToClient) and isinstance(c.msg, InputCredit):
+                credit += c.msg.batches
+        return credit
+
+    def finish_one(self, node_id, client, seconds=0.0):
+        b = self.held[node_id].pop(0)
+        self.apply(self.s.result(node_id, result_for(b, seconds)))
+        self.apply(self.s.result_ack(client, b.job_id, 1))
+
+    def jobs_nodes(self, job_id):
+        return {n for n, st in self.s.nodes.items() if st.job_id == job_id}
+
+
+def test_a_second_job_gets_a_fair_share_of_a_busy_cluster_between_calls():
+    s = HeadState()
+    for i in range(10):
+        s.node_joined(node(f"n{i}", workers=2))
+    c = Cluster(s)
+    cmds, _ = feed_with_credit(s, "ca", "a", n_batches=500, size=1)
+    c.apply(cmds)
+    assert len(c.jobs_nodes("a")) == 10  # a holds the whole cluster
+    cmds, _ = feed_with_credit(s, "cb", "b", n_batches=100, size=1)
+    c.apply(cmds)
+    assert not c.jobs_nodes("b") and not c.releases  # nothing taken mid-call
+    draining = {n for n, st in s.nodes.items() if st.draining}
+    assert len(draining) == 5  # a's half is fed no more
+    for _ in range(4):  # each worker finishes its running call and its prefetched one (2 workers)
+        for n in sorted(c.held):
+            if c.held[n] and c.job_of[n] == "a":
+                c.finish_one(n, "ca")
+    assert c.jobs_nodes("b") == draining and len(c.jobs_nodes("a")) == 5
+    assert all(still == 0 for _, still in c.releases)  # nodes changed hands only between calls
+    assert {b.job_id for n in draining for b in c.held[n]} == {"b"}  # b's batches run there
+
+
+def test_nodes_go_back_to_the_big_job_when_the_small_one_ends():
+    s = HeadState()
+    for i in range(4):
+        s.node_joined(node(f"n{i}", workers=1))
+    c = Cluster(s)
+    cmds, _ = feed_with_credit(s, "ca", "a", n_batches=200, size=1)
+    c.apply(cmds)
+    c.apply(fed(s, "cb", spec("b"), batches=1))
+    c.apply(s.inputs_done("cb", "b", 1))
+    while not c.jobs_nodes("b"):
+        for n in sorted(c.held):
+            if c.held[n] and c.job_of[n] == "a":
+                c.finish_one(n, "ca")
+                break
+    (b_node,) = c.jobs_nodes("b")
+    c.finish_one(b_node, "cb")
+    assert "b" not in s.jobs and c.jobs_nodes("a") == set(s.nodes)  # a has the whole cluster again
+
+
+def test_five_thousand_queued_jobs_cancelled_together_end_and_leave_the_cluster_working():
+    s = HeadState()
+    s.node_joined(node("n1", workers=1))
+    s.node_joined(node("n2", workers=1))
+    c = Cluster(s)
+    cmds = []
+    for i in range(5000):
+        cmds += fed(s, "q", spec(f"q{i}"), batches=1)
+    c.apply(cmds)
+    assert len(s.wanting) == 4998  # two run, the rest wait their turn without costing each event
+    ended = to_client(s.client_left("q"), JobEnded)
+    assert len(ended) == 5000 and not s.jobs and not s.wanting
+    assert all(n.job_id is None for n in s.nodes.values())
+    c.apply(fed(s, "c", spec("next"), batches=2))
+    assert c.jobs_nodes("next") == {"n1", "n2"}
+
+
+def test_slow_calls_go_one_per_slot_so_a_node_changes_hands_after_one_call():
+    s = HeadState()
+    for i in range(4):
+        s.node_joined(node(f"n{i}", workers=2))
+    c = Cluster(s)
+    cmds, _ = feed_with_credit(s, "ca", "a", n_batches=100, size=1)
+    c.apply(cmds)
+    assert all(len(h) == 4 for h in c.held.values())  # quick until shown otherwise: prefetched
+    for _ in range(2):
+        for n in sorted(c.held):
+            c.finish_one(n, "ca", seconds=1.0)
+    assert all(len(h) == 2 for h in c.held.values())  # 1 s calls: one per slot, none waiting behind
+    cmds, _ = feed_with_credit(s, "cb", "b", n_batches=10, size=1)
+    c.apply(cmds)
+    for n in sorted(c.held):  # one call per worker later, half the nodes are b's
+        c.finish_one(n, "ca", seconds=1.0)
+        c.finish_one(n, "ca", seconds=1.0)
+    assert len(c.jobs_nodes("b")) == 2 and len(c.jobs_nodes("a")) == 2
