@@ -101,7 +101,7 @@ async def run_node(address: tuple[str, int], token: str, node_id: str, slots: in
         try:
             conn = await connect(address[0], address[1], token, transport)
             break
-        except Exception:  # the head's backlog is full: try again, as nodes do
+        except Exception:  # the head is overloaded: try again, as nodes do
             await asyncio.sleep(0.05 * (attempt + 1))
     else:
         raise SystemExit(f"{node_id} could not connect")

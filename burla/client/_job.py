@@ -99,7 +99,8 @@ class JobRun:
         if self.total == 0:
             return
         session = _cluster.session()
-        batcher = Batcher(self.inputs, self._target_batch(session), self.options.max_input_bytes)
+        batcher = Batcher(self.inputs, self._target_batch(session), self.options.max_input_bytes,
+                          max_items=MAX_BATCH_ITEMS)
         job_id = f"{self.fn_name}-{secrets.token_urlsafe(6)}"
         first: list[InputBatch] = []
         while len(first) < INITIAL_INPUT_CREDIT and (b := batcher.next_batch()) is not None:
@@ -112,12 +113,12 @@ class JobRun:
         if feeder is not None:
             feeder.start()
         try:
-            yield from self._consume(job)
+            yield from self._consume(job, batcher)
         finally:
             if feeder is not None:
                 feeder.stop()
 
-    def _consume(self, job: JobChannel) -> Iterator[tuple[int, Any]]:
+    def _consume(self, job: JobChannel, batcher: Batcher) -> Iterator[tuple[int, Any]]:
         progress = Progress(self.fn_name, self.total, enabled=self.options.spinner)
         finished = False
         try:
@@ -131,6 +132,7 @@ class JobRun:
                                 raise exc
                             values[err.index - rb.start] = exc
                         job.ack()
+                        batcher.observe(rb.durations)
                         progress.advance(len(values))
                         for i, value in enumerate(values):
                             yield rb.start + i, value

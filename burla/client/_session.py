@@ -63,15 +63,20 @@ class JobChannel:
         self._events: queue.SimpleQueue[JobEvent] = queue.SimpleQueue()
         self.n_workers = 0
         self.ended = False
+        # Credit and acks are shared with the caller's threads (the feeder, the consumer): a
+        # batch or an ack is handed to the loop without a round trip per input (issue 10).
+        self._lock = threading.Condition()
         self._credit = INITIAL_INPUT_CREDIT
-        self._credit_changed = asyncio.Event()
+        self._unacked = 0  # results consumed, not yet acknowledged to the head
+        self._ack_posted = False
 
     # loop side
     def _on_message(self, msg: DecodedMessage) -> None:
         match msg:
             case InputCredit(batches=n):
-                self._credit += n
-                self._credit_changed.set()
+                with self._lock:
+                    self._credit += n
+                    self._lock.notify_all()
             case JobAccepted(n_workers=n):
                 self.n_workers = n
             case ResultBatchView():
@@ -91,17 +96,14 @@ class JobChannel:
 
     def _end(self) -> None:
         self.ended = True
-        self._credit_changed.set()
+        with self._lock:
+            self._lock.notify_all()
 
-    async def _send_batch(self, batch: InputBatch) -> bool:
-        while self._credit <= 0 and not self.ended:
-            self._credit_changed.clear()
-            await self._credit_changed.wait()
-        if self.ended:
-            return False
-        self._credit -= 1
-        await self.session.conn.send(batch)
-        return True
+    def _flush_acks(self) -> None:
+        with self._lock:
+            n, self._unacked, self._ack_posted = self._unacked, 0, False
+        if n:
+            self.session._send_quietly(ResultAck(self.job_id, n))
 
     # caller side
     def put(self, event: JobEvent) -> None:
@@ -121,8 +123,24 @@ class JobChannel:
         return None
 
     def send_batch(self, batch: InputBatch) -> bool:
-        """Block until the head grants credit, then send; False if the job ended."""
-        return self.session.call(self._send_batch(batch))
+        """Block until the head grants credit, then send; False if the job ended.
+        The head's credit bounds what is in flight; a socket that cannot keep
+        up makes the sender wait for it to drain."""
+        with self._lock:
+            for wait in _slices(None):
+                if self.ended:
+                    return False
+                if self._credit > 0:
+                    self._credit -= 1
+                    break
+                if not self.session.running:
+                    raise ConnectionLost(f"the client's session with {self.session.address} stopped")
+                self._lock.wait(wait)
+        if self.session.conn.write_paused:
+            self.session.call(self.session.conn.send(batch))
+        else:
+            self.session.post(batch)
+        return True
 
     def send_nowait(self, msg: Message) -> None:
         self.session.post(msg)
@@ -131,7 +149,14 @@ class JobChannel:
         self.send_nowait(InputsDone(self.job_id, total))
 
     def ack(self, batches: int = 1) -> None:
-        self.send_nowait(ResultAck(self.job_id, batches))
+        """Results consumed: acks coalesce into one ResultAck per loop wake-up."""
+        with self._lock:
+            self._unacked += batches
+            if self._ack_posted:
+                return
+            self._ack_posted = True
+        if self.session.running:
+            self.session.loop.call_soon_threadsafe(self._flush_acks)
 
     def cancel(self, reason: str, timeout: float = 2.0) -> JobEnded | None:
         """Ask the head to cancel; wait up to ``timeout`` for its confirmation."""
@@ -235,8 +260,9 @@ class Session:
                 raise self.dead
             self.jobs[spec.job_id] = job
             self.conn.send_nowait(spec)
+            with job._lock:
+                job._credit -= len(first)
             for batch in first:
-                job._credit -= 1
                 self.conn.send_nowait(batch)
             if total is not None:
                 self.conn.send_nowait(InputsDone(spec.job_id, total))

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..transport._address import listen_backlog
 from ._monitor import JobRecord
 from ._view import HeadView
 
@@ -210,5 +211,5 @@ async def start_http(head: HeadView, token: str, sock: socket.socket) -> web.App
     r.add_get("/v1/events", _events)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    await web.SockSite(runner, sock, backlog=listen_backlog()).start()  # its default of 128 would re-listen()
     return runner

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -33,7 +34,8 @@ from ._framing import FrameDecoder, frame_message, frame_parts
 from .messages import DecodedMessage, Heartbeat, Outgoing, decode, encode, encode_parts
 
 log = logging.getLogger("burla.transport")
-_HEARTBEAT = b"".join(frame_message(bytes(encode(Heartbeat()))))
+_HEARTBEAT_BODY = bytes(encode(Heartbeat()))
+_HEARTBEAT = b"".join(frame_message(_HEARTBEAT_BODY))
 
 
 class _Protocol(asyncio.BufferedProtocol):
@@ -74,6 +76,8 @@ class _Protocol(asyncio.BufferedProtocol):
         else:
             try:
                 for frame in self.decoder.buffer_updated(nbytes):
+                    if frame == _HEARTBEAT_BODY:
+                        continue  # its arrival (received_any) is all it says: nobody need wake
                     self.frames.append(frame)
                     self.pending_bytes += len(frame)
             except ProtocolError as e:
@@ -82,6 +86,8 @@ class _Protocol(asyncio.BufferedProtocol):
             if self._over_high_water() and not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pause_reading()  # type: ignore[union-attr]  # set in connection_made, before any data
+            if not self.frames:
+                return
         self._wake()
 
     def eof_received(self) -> bool:
@@ -158,6 +164,44 @@ class _Protocol(asyncio.BufferedProtocol):
                 self.pending_bytes += len(frame)
 
 
+class _Ticker:
+    """One timer per event loop and heartbeat interval for all its connections:
+    each tick sends a heartbeat on those that sent nothing since the last one
+    and fails those that received nothing for ``idle_timeout``.  (A sleeping
+    task and a timeout per receive on every connection cost a head ~50 us per
+    idle node per second; issue 10.)"""
+
+    def __init__(self, interval: float):
+        self.interval = interval  # (no reference to the loop: it keys _TICKERS weakly)
+        self.conns: dict[Connection, None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop, interval: float) -> _Ticker:
+        by_interval = _TICKERS.setdefault(loop, {})
+        if interval not in by_interval:
+            by_interval[interval] = cls(interval)
+        return by_interval[interval]
+
+    def add(self, conn: Connection) -> None:
+        self.conns[conn] = None
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def discard(self, conn: Connection) -> None:
+        self.conns.pop(conn, None)
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in list(self.conns):
+            conn._on_tick(now)
+        self._timer = loop.call_later(self.interval, self._tick) if self.conns else None
+
+
+_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Ticker]] = weakref.WeakKeyDictionary()
+
+
 class Connection:
     def __init__(self, protocol: _Protocol, peer: str):
         self.peer = peer
@@ -166,11 +210,19 @@ class Connection:
         self._transport: asyncio.Transport = protocol.transport  # type: ignore[assignment]  # a stream protocol's transport is a Transport
         self._closed = False
         self._sent_since_beat = False
-        self._beat_task = asyncio.get_running_loop().create_task(self._beat())
+        loop = asyncio.get_running_loop()
+        self._last_heard = loop.time()
+        self._ticker = _Ticker.of(loop, self.config.heartbeat_interval)
+        self._ticker.add(self)
 
     @property
     def closed(self) -> bool:
         return self._closed or self._transport.is_closing()
+
+    @property
+    def write_paused(self) -> bool:
+        """More than ``write_high_water`` bytes wait to be written (readable from any thread)."""
+        return self._p._writing_paused
 
     def send_nowait(self, msg: Outgoing) -> None:
         """Queue a message without waiting; for bounded traffic only."""
@@ -215,28 +267,28 @@ class Connection:
             if isinstance(p.error, ProtocolError):
                 raise ProtocolError(f"{self.peer}: {p.error}")
             raise ConnectionLost(f"{self.peer}: {p.error}")
-        p.received_any = False
-        try:
-            async with asyncio.timeout(self.config.idle_timeout):
-                while not p.received_any and p.error is None and not p.frames:
-                    await p.wait_data()
-        except TimeoutError:
-            self.abort()
-            raise ConnectionLost(f"{self.peer} sent nothing for {self.config.idle_timeout:g}s") from None
+        await p.wait_data()
 
-    async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.heartbeat_interval)
-            if self.closed:
-                return
-            if not self._sent_since_beat:
-                self._transport.write(_HEARTBEAT)
-            self._sent_since_beat = False
+    def _on_tick(self, now: float) -> None:
+        """Heartbeat and liveness, from the loop's ``_Ticker``."""
+        if self.closed:
+            self._ticker.discard(self)
+            return
+        if not self._sent_since_beat:
+            self._transport.write(_HEARTBEAT)
+        self._sent_since_beat = False
+        p = self._p
+        if p.received_any or p.frames or p._reading_paused:  # frames waiting for us count as life
+            p.received_any = False
+            self._last_heard = now
+        elif now - self._last_heard > self.config.idle_timeout:
+            p._fail(ConnectionLost(f"sent nothing for {self.config.idle_timeout:g}s"))
+            self.abort()
 
     def abort(self) -> None:
         """Drop the connection now, discarding anything unsent."""
         self._closed = True
-        self._beat_task.cancel()
+        self._ticker.discard(self)
         self._transport.abort()
 
     async def close(self, timeout: float = 2.0) -> None:
@@ -244,7 +296,7 @@ class Connection:
         if self._closed:
             return
         self._closed = True
-        self._beat_task.cancel()
+        self._ticker.discard(self)
         try:
             async with asyncio.timeout(timeout):
                 await self._p.drain()
@@ -320,9 +372,8 @@ async def serve(host: str | None, port: int | None, token: str, handler: Handler
         task.add_done_callback(tasks.discard)
         return protocol
 
-    if sock is not None:
-        sock.listen(listen_backlog())  # a socket bound elsewhere gets the full queue too
-        return await loop.create_server(factory, sock=sock)
+    if sock is not None:  # bound elsewhere; asyncio would listen() on it again with its default of 100
+        return await loop.create_server(factory, sock=sock, backlog=listen_backlog())
     return await loop.create_server(factory, host, port or 0, backlog=listen_backlog())
 
 

@@ -57,14 +57,20 @@ class FrameDecoder:
     A frame larger than ``direct_threshold`` is received directly into a
     buffer of its exact size, so a big payload is copied once by the kernel
     and never again here.
+
+    The scratch buffer small reads land in starts at ``min_scratch`` bytes and
+    doubles, up to ``scratch_size``, each time one read fills it: a busy
+    connection reads in large gulps, an idle one (most of a 1,000-node head's,
+    or one that never authenticates) costs a few KiB, not 128 (issue 10).
     """
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, max_message: int = DEFAULT_MAX_MESSAGE,
-                 scratch_size: int = 128 * 1024, direct_threshold: int = 64 * 1024):
+                 scratch_size: int = 128 * 1024, direct_threshold: int = 64 * 1024, min_scratch: int = 2048):
         self.max_frame = max_frame
         self.max_message = max_message
         self.direct_threshold = direct_threshold
-        self._scratch = bytearray(scratch_size)
+        self.scratch_size = scratch_size
+        self._scratch = bytearray(min(min_scratch, scratch_size))
         self._buf = bytearray()
         self._pos = 0
         self._parts: list[bytes | bytearray] = []
@@ -84,7 +90,10 @@ class FrameDecoder:
         if self._body is not None:
             self._body_filled += n
             return self._finish_body() if self._body_filled == len(self._body) else []
-        return self.feed(memoryview(self._scratch)[:n])
+        out = self.feed(memoryview(self._scratch)[:n])
+        if n == len(self._scratch) < self.scratch_size:
+            self._scratch = bytearray(min(2 * n, self.scratch_size))
+        return out
 
     # --- plain interface -----------------------------------------------------------
 

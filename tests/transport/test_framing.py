@@ -43,3 +43,18 @@ def test_truncated_frame_waits_for_more() -> None:
     wire = _wire(b"hello")
     assert dec.feed(wire[:-1]) == []
     assert dec.feed(wire[-1:]) == [b"hello"]
+
+
+def test_scratch_buffer_starts_small_and_grows_only_for_busy_connections():
+    d = FrameDecoder(scratch_size=128 * 1024)
+    assert len(d.get_buffer()) == 2048  # an idle or unauthenticated peer costs 2 KiB, not 128
+    frames = b"".join(b"".join(frame_message(b"x" * 100)) for _ in range(3000))
+    got, pos = [], 0
+    while pos < len(frames):
+        buf = d.get_buffer()
+        n = min(len(buf), len(frames) - pos)
+        buf[:n] = frames[pos : pos + n]
+        pos += n
+        got += d.buffer_updated(n)
+    assert len(got) == 3000 and all(bytes(f) == b"x" * 100 for f in got)
+    assert len(d.get_buffer()) == 128 * 1024  # reads that filled it doubled it up to the cap
