@@ -28,3 +28,13 @@ def test_quick_run_measures_burla_and_multiprocessing_and_plots(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert plot.returncode == 0, plot.stderr
     assert (tmp_path / "W1.png").stat().st_size > 1000
+
+
+def test_cluster_scale_benchmark_runs_a_real_head_against_simulated_nodes(tmp_path):
+    out = tmp_path / "cluster.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "cluster", "--nodes", "10", "--quick", "--out", str(out)],
+                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    (s2,) = json.loads(out.read_text())["S2"]
+    assert s2["nodes"] == 10 and s2["print_only_s"] > 0 and s2["hold_50ms_s"] > 0, (s2, run.stdout)
+    assert s2["nodes_given_work"] > 0

@@ -7,7 +7,6 @@ run owns: it stops when the job ends, and the run joins it on the way out.
 
 from __future__ import annotations
 
-import math
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sized
@@ -22,7 +21,7 @@ from ._events import Ended, FeedFailed, Lost, Results
 from ._pickling import Batcher, dumps_function
 from ._progress import Progress
 from ._results import job_error, rebuild
-from ._session import JobChannel, Session
+from ._session import JobChannel
 
 MAX_BATCH_ITEMS = 1024
 FEEDER_JOIN_TIMEOUT = 1.0  # seconds to wait for the feeder after the job ended (it may sit in the user's generator)
@@ -81,14 +80,6 @@ class JobRun:
         self.total = len(inputs) if isinstance(inputs, Sized) else None
         self.options = options
 
-    def _target_batch(self, session: Session) -> int:
-        workers = session.cluster_workers or 2
-        if self.options.max_parallelism:
-            workers = min(workers, self.options.max_parallelism)
-        if self.total is None:
-            return MAX_BATCH_ITEMS
-        return max(1, min(MAX_BATCH_ITEMS, math.ceil(self.total / (4 * workers))))
-
     def _spec(self, job_id: str) -> SubmitJob:
         o = self.options
         return SubmitJob(job_id, self.fn_name, self.blob, o.func_cpu, int(o.func_ram * 2**30) if o.func_ram else 0,
@@ -99,8 +90,7 @@ class JobRun:
         if self.total == 0:
             return
         session = _cluster.session()
-        batcher = Batcher(self.inputs, self._target_batch(session), self.options.max_input_bytes,
-                          max_items=MAX_BATCH_ITEMS)
+        batcher = Batcher(self.inputs, self.options.max_input_bytes, max_items=MAX_BATCH_ITEMS)
         job_id = f"{self.fn_name}-{secrets.token_urlsafe(6)}"
         first: list[InputBatch] = []
         while len(first) < INITIAL_INPUT_CREDIT and (b := batcher.next_batch()) is not None:

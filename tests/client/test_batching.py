@@ -1,5 +1,5 @@
-"""How the client cuts inputs into batches: by count until results show how long a call takes,
-then about Batcher.BATCH_SECONDS of calls per batch (issue 10)."""
+"""How the client cuts inputs into batches: one input each until results show how long a call
+takes, then about Batcher.BATCH_SECONDS of calls per batch (issue 10)."""
 
 from burla.client._pickling import Batcher
 
@@ -15,14 +15,20 @@ def sizes(batcher, n):
 
 
 def test_tiny_calls_grow_batches_to_the_cap_whatever_the_cluster_size():
-    b = Batcher(range(100_000), target_items=1, max_input_bytes=1 << 20, max_items=1024)  # 10,000 slots: 1 each
-    assert sizes(b, 3) == [1, 1, 1]
+    b = Batcher(range(100_000), max_input_bytes=1 << 20, max_items=1024)
+    assert sizes(b, 3) == [1, 1, 1]  # nothing known yet: one per slot
     b.observe([10e-6] * 4)  # print-only calls
     assert sizes(b, 12)[-2:] == [1024, 1024]  # doubling up to the cap, not one message per input
 
 
-def test_slow_calls_travel_alone_even_when_counting_asked_for_more():
-    b = Batcher(range(40), target_items=5, max_input_bytes=1 << 20)  # 40 calls on 2 workers
-    assert sizes(b, 1) == [5]
+def test_slow_calls_travel_alone_before_and_after_their_first_result():
+    b = Batcher(range(1000), max_input_bytes=1 << 20)  # 1,000 one-second calls on 100 slots
+    assert sizes(b, 300) == [1] * 300  # a second's worth of credit: no input waits behind another
     b.observe([1.0])
-    assert sizes(b, 3) == [1, 1, 1]  # one per free slot: none waits behind another in a batch
+    assert sizes(b, 3) == [1, 1, 1]
+
+
+def test_calls_of_zero_measured_seconds_still_batch():
+    b = Batcher(range(10_000), max_input_bytes=1 << 20)
+    b.observe([0.0])
+    assert sizes(b, 12)[-1] == 1024
