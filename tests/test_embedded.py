@@ -40,6 +40,25 @@ def test_local_module_next_to_script_is_shipped_by_value(tmp_path):
     assert out.stdout.strip() == "[3, 6]"
 
 
+def test_a_nested_call_in_a_script_runs_on_the_same_embedded_cluster(tmp_path):
+    (tmp_path / "main.py").write_text(textwrap.dedent("""
+        import os, burla
+        def inner(y):
+            return os.getppid()
+        def outer(x):
+            print("outer", x)
+            return os.getppid(), burla.remote_parallel_map(inner, range(3))
+        out = burla.remote_parallel_map(outer, range(4), spinner=False)
+        nodes = {p for p, _ in out} | {q for _, inner_nodes in out for q in inner_nodes}
+        print("nodes", len(nodes))
+    """))
+    out = subprocess.run([sys.executable, "main.py"], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "nodes 1" in out.stdout  # never a new cluster inside a worker
+    assert sorted(line for line in out.stdout.splitlines() if line.startswith("outer")) == [f"outer {i}" for i in range(4)]
+
+
 def test_async_app_can_call_from_a_running_loop(tmp_path):
     code = textwrap.dedent("""
         import asyncio, burla

@@ -13,7 +13,7 @@ import atexit
 import os
 import threading
 
-from .. import _config
+from .. import _config, _nested
 from .._errors import ConfigError
 from ..transport._address import parse_address
 from ._session import Session
@@ -42,6 +42,8 @@ def connect(address: str, token: str) -> None:
 def _resolve() -> tuple[str, str] | None:
     if _explicit is not None:
         return _explicit
+    if _nested.cluster is not None:  # inside a worker: a nested call runs on the worker's own cluster
+        return _nested.cluster
     env_head = os.environ.get("BURLA_HEAD")
     if env_head:
         token = os.environ.get("BURLA_TOKEN")

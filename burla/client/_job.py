@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import Any, cast
 
+from .. import _nested
 from .._errors import ConnectionLost, JobCanceled
 from ..transport._payload import Segments, unpack
 from ..transport.messages import INITIAL_INPUT_CREDIT, InputBatch, SubmitJob
@@ -84,7 +85,7 @@ class JobRun:
         o = self.options
         return SubmitJob(job_id, self.fn_name, self.blob, o.func_cpu, int(o.func_ram * 2**30) if o.func_ram else 0,
                          o.max_parallelism or 0, o.max_retries, float(o.func_timeout or 0), o.raise_errors, o.image,
-                         o.func_gpu)
+                         o.func_gpu, parent=_nested.parent_job)
 
     def results(self) -> Iterator[tuple[int, Any]]:
         if self.total == 0:
@@ -109,7 +110,7 @@ class JobRun:
                 feeder.stop()
 
     def _consume(self, job: JobChannel, batcher: Batcher) -> Iterator[tuple[int, Any]]:
-        progress = Progress(self.fn_name, self.total, enabled=self.options.spinner)
+        progress = Progress(self.fn_name, self.total, enabled=self.options.spinner and not _nested.parent_job)
         finished = False
         try:
             while True:

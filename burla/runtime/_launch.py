@@ -35,6 +35,7 @@ class WorkerHandle(Protocol):
 class Launcher(Protocol):
     runtime: str
     default_image: str
+    head_address: str  # the cluster's head as this node reaches it: workers' nested calls go there
 
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle: ...
     async def set_limits(self, handle: WorkerHandle, func_cpu: int, func_ram: int, func_gpu: int) -> None: ...
@@ -78,9 +79,10 @@ class ProcessLauncher:
     def __init__(self, node_address: str, token: str):
         self.node_address = node_address
         self.token = token
+        self.head_address = ""
 
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle:
-        env = dict(os.environ, BURLA_TOKEN=self.token, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, BURLA_TOKEN=self.token, PYTHONUNBUFFERED="1", BURLA_CLUSTER_HEAD=self.head_address)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *worker_args(self.node_address, wid, status_file), env=env,
             stdin=asyncio.subprocess.DEVNULL,

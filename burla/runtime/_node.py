@@ -115,6 +115,7 @@ class NodeDaemon:
         # Local workers: a Unix socket skips the TCP stack on every byte of every
         # payload (still authenticated like any other connection).
         self.launcher: Launcher = launcher or ProcessLauncher(f"unix:{self._worker_sock}", token)
+        self.launcher.head_address = f"{head_host}:{head_port}"
         self.state = NodeState(self.node_id, self.n_workers, self.launcher.default_image)
         self._procs: dict[int, _Proc] = {}
         self._conns: dict[int, Connection] = {}
@@ -175,7 +176,7 @@ class NodeDaemon:
         while True:
             await asyncio.sleep(min(1.0, seconds / 4))
             now = time.monotonic()
-            if self.state.job is not None or self._head is None:
+            if self.state.jobs or self._head is None:
                 busy_at = now
             elif now - busy_at >= seconds:
                 log.warning("node %s idle for %gs: exiting", self.node_id, seconds)
@@ -312,11 +313,10 @@ class NodeDaemon:
 
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            job = self.state.job
-            if job is None or not (job.assign.func_timeout or job.assign.func_ram):
-                continue
             now = time.monotonic()
-            for wid in self.state.serving():
+            for wid, job in self.state.serving():
+                if not (job.assign.func_timeout or job.assign.func_ram):
+                    continue
                 proc = self._procs.get(wid)
                 if proc is None or proc.handle is None or not proc.handle.alive:
                     continue

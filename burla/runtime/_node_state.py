@@ -16,7 +16,11 @@ A worker moves through ``WorkerPhase``::
 
 Invariants (tests/runtime/test_node_state.py):
 
-* A batch the head sent for the current job is in exactly one place: the
+* The node serves one job, or several jobs of one job tree (a job's nested
+  calls: ``AssignJob.guest``), each on workers of its own.  The pool is
+  ``n_workers`` warm workers; a guest job that finds none idle gets new ones,
+  and workers above what the remaining jobs need are stopped once idle.
+* A batch the head sent for a job it serves is in exactly one place: the
   job's ``pending`` queue here, or ``outstanding`` on one SERVING worker.
 * A worker's results of one batch may arrive in parts (``_stream``): each is
   forwarded at once, and the batch stays outstanding until a part reaches
@@ -27,7 +31,7 @@ Invariants (tests/runtime/test_node_state.py):
   with the input it was running when it belongs to that batch; a result it
   sent before dying was already forwarded (the daemon reads the worker's
   connection to its end before reporting the exit), so nothing runs twice.
-* At most ``AssignJob.n_workers`` workers are JOINING or SERVING the job.
+* At most ``AssignJob.n_workers`` workers are JOINING or SERVING each job.
 * Log batches are forwarded in order and each ``LogAck`` from the head goes
   back to the workers that sent the oldest unacknowledged ones, so a worker's
   print output in flight stays within its log window at every hop.
@@ -107,7 +111,7 @@ class NodeState:
         self.n_workers = n_workers
         self.default_image = default_image
         self.workers: dict[int, WorkerSlot] = {}
-        self.job: JobSlot | None = None
+        self.jobs: dict[str, JobSlot] = {}  # oldest first: the node's job, then guests of its tree
         self._next_wid = 0
         self._spawn_failures = 0
 
@@ -117,40 +121,50 @@ class NodeState:
         """The warm pool: ``n_workers`` workers in the default image."""
         return [self._spawn(self.default_image) for _ in range(self.n_workers)]
 
+    @property
+    def job(self) -> JobSlot | None:
+        """The node's job (the oldest it serves), if any."""
+        return next(iter(self.jobs.values()), None)
+
     def assign(self, assign: AssignJob) -> list[Command]:
-        """The node now serves this job (any previous one ends first)."""
-        cmds = self.release()
-        job = self.job = JobSlot(assign)
+        """The node now serves this job: alone (any previous ones end first), or
+        beside them as a guest of their job tree."""
+        cmds = [] if assign.guest else self.release()
+        if assign.job_id in self.jobs:
+            return cmds
+        job = self.jobs[assign.job_id] = JobSlot(assign)
         # Fitting workers first; then the others make room for the job's own.
         for w in sorted(self.workers.values(), key=lambda w: not self._fits(w, job)):
             cmds += self._give_job(w)
-        return cmds
+        return cmds + self._grow()
 
     def batch(self, batch: InputBatchView) -> list[Command]:
-        if self.job is None or self.job.job_id != batch.job_id:
+        job = self.jobs.get(batch.job_id)
+        if job is None:
             return []  # for a job this node no longer serves
-        self.job.pending.append(batch)
-        return self._pump()
+        job.pending.append(batch)
+        return self._pump(job)
 
     def release(self, job_id: str | None = None) -> list[Command]:
-        """End the job here (``job_id`` None: whichever it is): idle workers
-        are reset, busy ones killed (the head has requeued their batches)."""
-        job = self.job
-        if job is None or (job_id is not None and job.job_id != job_id):
-            return []
-        self.job = None
+        """End a job here (``job_id`` None: every one): its idle workers are
+        reset, busy ones killed (the head has requeued their batches)."""
+        ended = list(self.jobs) if job_id is None else [job_id] if job_id in self.jobs else []
         cmds: list[Command] = []
-        for w in self.workers.values():
-            if w.job_id != job.job_id:
-                continue
-            was_serving = w.phase is WorkerPhase.SERVING
-            w.job_id, w.phase = None, WorkerPhase.IDLE
-            if w.outstanding:
-                w.outstanding.clear()
-                cmds += self._kill(w, "job ended while it was running")
-            elif was_serving:
-                cmds.append(ToWorker(w.wid, EndJob(job.job_id)))
-        return cmds
+        for jid in ended:
+            del self.jobs[jid]
+            for w in self.workers.values():
+                if w.job_id != jid:
+                    continue
+                was_serving = w.phase is WorkerPhase.SERVING
+                w.job_id, w.phase = None, WorkerPhase.IDLE
+                if w.outstanding:
+                    w.outstanding.clear()
+                    cmds += self._kill(w, "job ended while it was running")
+                elif was_serving:
+                    cmds.append(ToWorker(w.wid, EndJob(jid)))
+        for w in self.workers.values():  # workers the remaining jobs still lack
+            cmds += self._give_job(w)
+        return cmds + self._trim()
 
     def restart(self) -> list[Command]:
         """Replace every worker now (the dashboard's restart)."""
@@ -168,19 +182,19 @@ class NodeState:
             raise KeyError(wid)
         w.phase = WorkerPhase.IDLE
         self._spawn_failures = 0
-        return self._give_job(w)
+        return self._give_job(w) + self._trim()
 
     def limits_applied(self, wid: int, job_id: str, ok: bool) -> list[Command]:
         w = self.workers.get(wid)
         if w is None or w.phase is not WorkerPhase.JOINING or w.job_id != job_id:
             return []  # gone, or the job changed meanwhile
-        job = self.job
-        if not ok or job is None or job.job_id != job_id:
+        job = self.jobs.get(job_id)
+        if not ok or job is None:
             w.phase, w.job_id = WorkerPhase.IDLE, None  # not ok: the container vanished, its exit replaces it
             return [] if not ok else self._give_job(w)
         w.phase = WorkerPhase.SERVING
         a = job.assign
-        return [ToWorker(wid, StartJob(a.job_id, a.function, a.func_timeout)), *self._pump()]
+        return [ToWorker(wid, StartJob(a.job_id, a.function, a.func_timeout)), *self._pump(job)]
 
     def worker_result(self, wid: int, rb: ResultBatchView) -> list[Command]:
         """Results of consecutive inputs of the worker's oldest batch: the whole
@@ -196,11 +210,12 @@ class NodeState:
         if rb.start + len(rb.ends) < end:
             return [ToHead(rb)]
         w.outstanding.popleft()
-        return [ToHead(rb), *self._pump()]
+        job = self.jobs.get(w.job_id or "")
+        return [ToHead(rb), *(self._pump(job) if job else [])]
 
     def worker_logs(self, wid: int, logs: LogBatch) -> list[Command]:
-        job = self.job
-        if job is None or job.job_id != logs.job_id:
+        job = self.jobs.get(logs.job_id)
+        if job is None:
             return []  # lines of a job this node no longer serves
         job.log_sources.append(wid)
         return [ToHead(logs)]
@@ -208,8 +223,8 @@ class NodeState:
     def log_ack(self, ack: LogAck) -> list[Command]:
         """The client printed the oldest ``ack.batches`` log batches: give each
         worker that sent one its log credit back (``runtime._worker.LogWindow``)."""
-        job = self.job
-        if job is None or job.job_id != ack.job_id:
+        job = self.jobs.get(ack.job_id)
+        if job is None:
             return []
         counts = Counter(job.log_sources.popleft() for _ in range(min(ack.batches, len(job.log_sources))))
         return [ToWorker(wid, LogAck(ack.job_id, n)) for wid, n in counts.items()]
@@ -227,8 +242,9 @@ class NodeState:
 
     def spawn_failed(self, wid: int, message: str) -> list[Command]:
         """The launcher could not start worker ``wid`` (e.g. its image is missing)."""
-        self.workers.pop(wid, None)
-        return [*self._setup_failure(message), self._respawn()]
+        w = self.workers.pop(wid, None)
+        job = self._job_wanting(w.image) if w is not None else None
+        return [*(self._setup_failure(job, message) if job else []), self._respawn()]
 
     def worker_exited(self, wid: int, reason: str, crashed_index: int = -1) -> list[Command]:
         """Worker ``wid`` is gone (its connection read to the end, if it had
@@ -245,23 +261,21 @@ class NodeState:
             cmds.append(ToHead(BatchLost(b.job_id, b.start, crashed_index if inside else -1, reason)))
         if w.outstanding:
             log.warning("worker %d died holding %d batch(es): %s", wid, len(w.outstanding), reason)
-        cmds.append(self._spawn(self._wanted_image()))
-        return cmds
+        return cmds + self._grow()
 
     def replace_worker(self) -> list[Command]:
         """A ``Respawn`` came due: start a worker if the pool is short."""
-        if len(self.workers) >= self.n_workers:
-            return []
-        return [self._spawn(self._wanted_image())]
+        return self._grow(1)
 
     def call_running(self, wid: int, index: int, elapsed: float) -> list[Command]:
         """The watchdog's sample: worker ``wid`` has run input ``index`` for
         ``elapsed`` seconds.  Past func_timeout + TIMEOUT_GRACE (the call
         ignored the alarm, e.g. stuck in C code) the worker is killed; its
         input is retried, then fails the job with WorkerCrashed."""
-        w, job = self.workers.get(wid), self.job
+        w = self.workers.get(wid)
+        job = self.jobs.get(w.job_id or "") if w is not None else None
         timeout = job.assign.func_timeout if job else 0.0
-        if w is None or job is None or w.job_id != job.job_id or not timeout or index < 0:
+        if w is None or job is None or not timeout or index < 0:
             return []
         if elapsed <= timeout + TIMEOUT_GRACE:
             return []
@@ -270,28 +284,27 @@ class NodeState:
 
     def memory_used(self, wid: int, rss: int) -> list[Command]:
         """The watchdog's sample of a worker process's RSS: over func_ram, it is killed."""
-        w, job = self.workers.get(wid), self.job
+        w = self.workers.get(wid)
+        job = self.jobs.get(w.job_id or "") if w is not None else None
         limit = job.assign.func_ram if job else 0
-        if w is None or job is None or w.job_id != job.job_id or not limit or rss <= limit:
+        if w is None or job is None or not limit or rss <= limit:
             return []
         return self._kill(w, f"used {rss / 2**20:.0f} MiB, over func_ram={limit / 2**20:.0f} MiB")
 
     # --- queries ---------------------------------------------------------------------------------
 
-    def serving(self) -> list[int]:
-        """Workers running the current job's calls (what the watchdog samples)."""
-        job = self.job
-        if job is None:
-            return []
-        return [w.wid for w in self.workers.values() if w.job_id == job.job_id and w.phase is WorkerPhase.SERVING]
+    def serving(self) -> list[tuple[int, JobSlot]]:
+        """Workers running a job's calls, with the job (what the watchdog samples)."""
+        return [(w.wid, self.jobs[w.job_id]) for w in self.workers.values()
+                if w.job_id in self.jobs and w.phase is WorkerPhase.SERVING]
 
     # --- internals -------------------------------------------------------------------------------
 
     def _spawn(self, image: str) -> Spawn:
         wid = self._next_wid
         self._next_wid += 1
-        job = self.job
-        gpus = job.assign.func_gpu if job and self._job_image(job) == image else 0
+        job = self._job_wanting(image)
+        gpus = job.assign.func_gpu if job else 0
         self.workers[wid] = WorkerSlot(wid, image, gpus)
         return Spawn(wid, image, gpus)
 
@@ -303,18 +316,16 @@ class NodeState:
     def _never_connected(self, w: WorkerSlot, reason: str) -> list[Command]:
         log.warning("worker %d exited (%s) before connecting; replacing it", w.wid, reason)
         cmds: list[Command] = []
-        job = self.job
-        if job is not None and w.image == self._job_image(job):
+        job = self._job_wanting(w.image)
+        if job is not None:
             job.start_failures += 1
             if job.start_failures == START_FAILURES_FATAL:  # the job would wait forever for its workers
-                cmds += self._setup_failure(f"workers in image {w.image!r} exit before connecting ({reason}): "
-                                            "the image needs python3 >= 3.10 on its PATH")
+                cmds += self._setup_failure(job, f"workers in image {w.image!r} exit before connecting ({reason}): "
+                                                 "the image needs python3 >= 3.10 on its PATH")
         return [*cmds, self._respawn()]
 
-    def _setup_failure(self, message: str) -> list[Command]:
-        if self.job is None:
-            return []
-        return [ToHead(JobSetupFailed(self.job.job_id, f"node {self.node_id}: {message}", "JobFailed"))]
+    def _setup_failure(self, job: JobSlot, message: str) -> list[Command]:
+        return [ToHead(JobSetupFailed(job.job_id, f"node {self.node_id}: {message}", "JobFailed"))]
 
     def _kill(self, w: WorkerSlot, reason: str) -> list[Command]:
         w.kill_reason = w.kill_reason or reason
@@ -329,33 +340,64 @@ class NodeState:
     def _job_workers(self, job: JobSlot) -> int:
         return sum(1 for w in self.workers.values() if w.job_id == job.job_id)
 
+    def _lacking(self) -> list[JobSlot]:
+        """Jobs with fewer workers than they were assigned, oldest first."""
+        return [j for j in self.jobs.values() if self._job_workers(j) < j.assign.n_workers]
+
+    def _job_wanting(self, image: str) -> JobSlot | None:
+        """The oldest job lacking workers in ``image``."""
+        return next((j for j in self._lacking() if self._job_image(j) == image), None)
+
     def _wanted_image(self) -> str:
-        """A replacement worker serves the current job if it lacks workers."""
-        job = self.job
-        if job is not None and self._job_workers(job) < job.assign.n_workers:
-            return self._job_image(job)
-        return self.default_image
+        """A new worker serves the oldest job that lacks workers, if any."""
+        lacking = self._lacking()
+        return self._job_image(lacking[0]) if lacking else self.default_image
+
+    def _needed(self) -> int:
+        """Workers the node keeps: its warm pool, or what its jobs take if more
+        (the node's job uses the pool, a guest job workers of its own)."""
+        jobs = list(self.jobs.values())
+        guests = sum(j.assign.n_workers for j in jobs[1:])
+        return max(self.n_workers, (jobs[0].assign.n_workers if jobs else 0) + guests)
+
+    def _grow(self, limit: int | None = None) -> list[Command]:
+        """Start workers up to what is needed (at most ``limit``)."""
+        cmds: list[Command] = []
+        while len(self.workers) < self._needed() and (limit is None or len(cmds) < limit):
+            cmds.append(self._spawn(self._wanted_image()))
+        return cmds
+
+    def _trim(self) -> list[Command]:
+        """Stop idle workers above what is needed (a guest job's, after it ended)."""
+        cmds: list[Command] = []
+        live = [w for w in self.workers.values() if w.kill_reason is None and w.phase is not WorkerPhase.EXITING]
+        extra = len(live) - self._needed()
+        for w in live:
+            if extra <= 0:
+                break
+            if w.phase is WorkerPhase.IDLE:
+                cmds += self._kill(w, "not needed once its job ended")
+                extra -= 1
+        return cmds
 
     def _give_job(self, w: WorkerSlot) -> list[Command]:
-        """Attach an idle worker of the right image to the job if it needs one."""
-        job = self.job
-        if job is None or w.phase is not WorkerPhase.IDLE or w.kill_reason is not None:
+        """Attach an idle worker to the oldest job that lacks one it fits."""
+        if w.phase is not WorkerPhase.IDLE or w.kill_reason is not None:
             return []
-        if self._job_workers(job) >= job.assign.n_workers:
-            return []
-        if not self._fits(w, job):
+        lacking = self._lacking()
+        job = next((j for j in lacking if self._fits(w, j)), None)
+        if job is None:
             # An idle worker in the wrong image or without the GPUs (e.g. one still
             # starting when the job arrived) makes room for one that fits.
-            return self._kill(w, "replaced by a worker in the job's image")
+            return self._kill(w, "replaced by a worker in the job's image") if lacking else []
         w.phase, w.job_id = WorkerPhase.JOINING, job.job_id
         a = job.assign
         return [ApplyLimits(w.wid, a.job_id, a.func_cpu, a.func_ram, a.func_gpu)]
 
-    def _pump(self) -> list[Command]:
-        """Hand pending batches to the job's least-loaded workers, at most
+    def _pump(self, job: JobSlot) -> list[Command]:
+        """Hand the job's pending batches to its least-loaded workers, at most
         ``prefetch`` each (the rest wait here for a worker to free up)."""
-        job = self.job
-        if job is None or not job.pending:
+        if not job.pending:
             return []
         cmds: list[Command] = []
         prefetch = max(job.assign.prefetch, 1)

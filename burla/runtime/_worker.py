@@ -29,6 +29,7 @@ from typing import Any
 
 import cloudpickle
 
+from .. import _nested
 from ..transport._blocking import BlockingConnection
 from ..transport._codec import (
     EndJob,
@@ -110,6 +111,7 @@ class Worker:
             case StartJob(job_id=job_id, function=blob, func_timeout=timeout):
                 self.logs.reset()
                 self.job_id, self.timeout = job_id, timeout
+                _nested.parent_job = job_id
                 try:
                     self.function = cloudpickle.loads(blob)
                 except BaseException as e:
@@ -159,6 +161,7 @@ class Worker:
         ~3 ms and would delay the next job (reference counting already frees
         the job's objects; cycles go at the next automatic collection)."""
         self.job_id, self.function, self.timeout = None, None, 0.0
+        _nested.parent_job = ""
         self.logs.reset()
         self._baseline.restore()
 
@@ -232,6 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--status-file", required=True)
     args = p.parse_args(argv)
     token = os.environ.pop("BURLA_TOKEN", "")
+    head = os.environ.pop("BURLA_CLUSTER_HEAD", "")
+    if head:  # remote_parallel_map inside the function runs on this cluster, as a child of its job
+        _nested.cluster = (head, token)
     with open(args.status_file, "r+b") as f:
         status = mmap.mmap(f.fileno(), STATUS.size)
     conn = BlockingConnection.connect(args.node, token)

@@ -15,6 +15,12 @@ Every structure here is indexed so that no event walks the nodes or the jobs
   calls they hold are done -- never in the middle of one.  This is looked at
   again only after a node changed hands (``epoch``), so a cluster in balance
   costs nothing per event.
+* Nested calls: a job submitted by a call of another is in that job's tree.
+  When no free node is left it may run as a *guest* on a node its tree holds,
+  on workers of its own (each nesting depth may add ``n_workers`` slots to a
+  node), so a parent whose calls wait on their children cannot starve them.
+  When a node's job leaves it, its oldest guest inherits the node: it stays
+  with the tree until the tree's calls there are done.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class Placement:
         self.freed: deque[NodeState] = deque()  # nodes that left a job or joined, to be placed
         self.draining = 0  # nodes on their way from one job to another
         self.epoch = 0  # bumps whenever a node joins, leaves or changes hands
+        self.tree_nodes: dict[str, dict[str, None]] = {}  # job tree (root job) -> nodes its jobs own
 
     def share(self) -> int:
         """Nodes each job that holds or wants nodes may count on."""
@@ -50,19 +57,20 @@ class Placement:
             self.starved.pop(job.job_id, None)
 
     def track(self, job: JobState, node: NodeState) -> None:
-        """File the node under what it can take (at the end: the job's nodes take turns)."""
+        """File the node under what it can take for ``job`` (at the end: the job's
+        nodes take turns)."""
         node_id = node.node_id
         job.open1.pop(node_id, None)
         job.open2.pop(node_id, None)
         job.empty.pop(node_id, None)
-        if node.draining:
+        if node.draining and node.job_id == job.job_id:
             return
-        held = len(node.inflight)
+        held, slots = job.held[node_id], job.nodes.get(node_id, 0)
         if not held:
             job.empty[node_id] = None
-        if held < node.workers_for_job:
+        if held < slots:
             job.open1[node_id] = None
-        elif held < node.workers_for_job * self.prefetch:
+        elif held < slots * self.prefetch:
             job.open2[node_id] = None
 
     def take_free(self, job: JobState) -> NodeState | None:
@@ -72,24 +80,61 @@ class Placement:
         return self.pool.take_free(job.spec)
 
     def attach(self, job: JobState, node: NodeState, workers: int) -> None:
+        """``job`` becomes the node's job."""
         node.job_id, node.workers_for_job = job.job_id, workers
         job.nodes[node.node_id] = workers
         job.workers += workers
         self.holding[job.job_id] = job
         self.starved.pop(job.job_id, None)
+        self.tree_nodes.setdefault(job.root, {})[node.node_id] = None
         self.epoch += 1
         self.track(job, node)
 
+    def attach_guest(self, job: JobState, node: NodeState, workers: int) -> None:
+        node.guests[job.job_id] = workers
+        node.guest_slots[job.depth] += workers
+        job.guest_on[node.node_id] = None
+        job.nodes[node.node_id] = workers
+        job.workers += workers
+        self.epoch += 1
+        self.track(job, node)
+
+    def guest_room(self, job: JobState, node: NodeState) -> int:
+        """Slots ``job`` could have as a guest on ``node`` (0: none, or not its tree's)."""
+        if node.node_id in job.nodes or node.job_id is None or node.node_id not in self.tree_nodes.get(job.root, {}):
+            return 0
+        return min(node.n_workers - node.guest_slots[job.depth], node.workers_for(job.spec))
+
     def detach(self, job: JobState, node: NodeState) -> None:
+        """``job`` leaves the node (which is then free, if it was the node's job)."""
         node_id = node.node_id
         job.workers -= job.nodes.pop(node_id, 0)
+        job.held.pop(node_id, None)
         for index in (job.open1, job.open2, job.empty, job.draining):
             index.pop(node_id, None)
-        if node.draining:
-            self.draining -= 1
-        if not job.nodes:
+        if node_id in job.guest_on:
+            del job.guest_on[node_id]
+            node.guest_slots[job.depth] -= node.guests.pop(job.job_id, 0)
+        elif node.job_id == job.job_id:
+            if node.draining:
+                self.draining -= 1
+            node.job_id, node.workers_for_job, node.draining = None, 0, False
+            tree = self.tree_nodes.get(job.root, {})
+            tree.pop(node_id, None)
+            if not tree:
+                self.tree_nodes.pop(job.root, None)
+        if not job.owned:
             self.holding.pop(job.job_id, None)
-        node.job_id, node.workers_for_job, node.draining = None, 0, False
+        self.epoch += 1
+
+    def promote(self, heir: JobState, node: NodeState) -> None:
+        """The node's job left; ``heir``, a guest of the same tree, becomes its job."""
+        workers = node.guests.pop(heir.job_id)
+        node.guest_slots[heir.depth] -= workers
+        del heir.guest_on[node.node_id]
+        node.job_id, node.workers_for_job = heir.job_id, workers
+        self.holding[heir.job_id] = heir
+        self.tree_nodes.setdefault(heir.root, {})[node.node_id] = None
         self.epoch += 1
 
     def forget(self, job: JobState) -> None:
@@ -117,7 +162,7 @@ class Placement:
         for job in self.wanting.values():
             if node.workers_for(job.spec) <= 0:
                 continue
-            if len(job.nodes) < share:
+            if job.owned < share:
                 return job
             fallback = fallback or job
         return fallback
@@ -126,25 +171,25 @@ class Placement:
         """Mark nodes of jobs above their share as draining until ``job`` (below
         its share, no free node to take) can reach it.  Returns the ones that
         hold nothing: they change hands now."""
-        if job.balanced_at == self.epoch or len(job.nodes) >= self.share():
+        if job.balanced_at == self.epoch or job.owned >= self.share():
             return []
         job.balanced_at = self.epoch
         share = self.share()
-        need = share - len(job.nodes) - self.draining
+        need = share - job.owned - self.draining
         idle: list[tuple[JobState, NodeState]] = []
-        for donor in sorted(self.holding.values(), key=lambda d: len(d.draining) - len(d.nodes)):
-            excess = len(donor.nodes) - len(donor.draining) - share
+        for donor in sorted(self.holding.values(), key=lambda d: len(d.draining) - d.owned):
+            excess = donor.owned - len(donor.draining) - share
             if need <= 0 or excess <= 0:
                 break
             for node_id in [*donor.empty, *donor.open1, *donor.nodes]:  # the least busy first
                 node = self.pool.nodes[node_id]
-                if node.draining or node.workers_for(job.spec) <= 0:
+                if node.draining or node.job_id != donor.job_id or node.workers_for(job.spec) <= 0:
                     continue
                 node.draining = True
                 donor.draining[node_id] = None
                 self.draining += 1
                 self.track(donor, node)  # out of its open sets: it is sent nothing more
-                if not node.inflight:
+                if not donor.held[node_id]:
                     idle.append((donor, node))
                 excess, need = excess - 1, need - 1
                 if need <= 0 or excess <= 0:

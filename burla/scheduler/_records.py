@@ -3,7 +3,7 @@ record of each node and job, and the commands it returns (``_state``)."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -86,8 +86,12 @@ class NodeState:
     gpus: int = 0
     job_id: str | None = None
     workers_for_job: int = 0
-    inflight: set[tuple[str, int]] = field(default_factory=set)
+    inflight: set[tuple[str, int]] = field(default_factory=set)  # (job, batch start) of every job here
     draining: bool = False  # its job sends it nothing more: it goes to another job once idle
+    # Jobs of its job's tree (nested calls) it also serves, on workers of their own: job -> slots,
+    # and the slots they use per nesting depth (each depth may add n_workers).
+    guests: dict[str, int] = field(default_factory=dict)
+    guest_slots: Counter[int] = field(default_factory=Counter)
 
     @property
     def shape(self) -> Shape:
@@ -132,6 +136,19 @@ class JobState:
     empty: dict[str, None] = field(default_factory=dict)  # holds no batch at all
     draining: dict[str, None] = field(default_factory=dict)  # being handed to another job
     balanced_at: int = -1  # the head's placement epoch when it last looked for nodes to take
+    held: Counter[str] = field(default_factory=Counter)  # node -> its batches in flight there
+    # Nested calls: the job tree this job belongs to (its root job) and how deep in it.  A job
+    # below the root may also run as a guest on nodes its tree holds (``guest_on``), so a
+    # parent holding every node while its calls wait on their children cannot deadlock.
+    root: str = ""
+    depth: int = 0
+    guest_on: dict[str, None] = field(default_factory=dict)
+    guest_at: int = -1  # the placement epoch when it last looked for a node of its tree
+
+    @property
+    def owned(self) -> int:
+        """Nodes the job holds as their one job (not as a guest)."""
+        return len(self.nodes) - len(self.guest_on)
 
     @property
     def job_id(self) -> str:

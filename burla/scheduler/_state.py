@@ -10,8 +10,11 @@ registry and the nodes' hand-over between jobs live in ``_placement``
 
 Invariants (checked by tests/scheduler/test_state.py):
 
-* A node serves at most one job at a time (nodes are single-tenant), and
-  changes hands only when it holds no batch of its job: between calls.
+* A node serves one job tree at a time (nodes are single-tenant): its job,
+  plus guests -- nested jobs of the same tree that found no free node, on
+  workers of their own, at most ``n_workers`` slots per nesting depth.  It
+  changes hands only when it holds no batch of its job: between calls (and a
+  guest of the tree inherits it while it still has calls there).
 * A job that wants nodes gets its fair share (nodes / jobs holding or
   wanting nodes) as soon as the calls running on the nodes it takes end.
 * Every input batch the head accepted is in exactly one place: the job's
@@ -71,6 +74,7 @@ class HeadState:
         self.pool = self.placement.pool
         self.jobs: dict[str, JobState] = {}
         self._by_client: dict[str, dict[str, None]] = {}
+        self._guest_room: set[str] = set()  # job trees where guest slots were freed (``_finish``)
 
     @property
     def nodes(self) -> dict[str, NodeState]:
@@ -94,9 +98,8 @@ class HeadState:
             return []
         self.placement.epoch += 1
         cmds: list[Command] = []
-        job = self.jobs.get(node.job_id) if node.job_id else None
-        if job is not None:
-            held = len(node.inflight)
+        for job in self._jobs_on(node):
+            held = job.held[node_id]
             text = f"node {node_id} was lost; its {held} input batch(es) will run on other nodes"
             cmds.append(ToClient(job.client_id, JobNotice(job.job_id, text)))
             self._take_back(job, node)
@@ -108,23 +111,29 @@ class HeadState:
         node = self.nodes.get(node_id)
         if node is None:
             return []
-        job = self.jobs.get(node.job_id) if node.job_id else None
-        cmds: list[Command] = [ToNode(node_id, RestartNode())]
-        if job is not None:
+        jobs = self._jobs_on(node)
+        for job in jobs:
             self._take_back(job, node)
-            cmds = [ToNode(node_id, ReleaseJob(job.job_id)), *cmds, *self._settle(job)]
+        cmds: list[Command] = [*(ToNode(node_id, ReleaseJob(j.job_id)) for j in jobs), ToNode(node_id, RestartNode())]
+        for job in jobs:
+            cmds += self._settle(job)
         if node.job_id is None:
             self.placement.freed.append(node)
         return self._finish(cmds)
 
+    def _jobs_on(self, node: NodeState) -> list[JobState]:
+        """The node's job and its guests."""
+        ids = [node.job_id] if node.job_id else []
+        return [self.jobs[j] for j in [*ids, *node.guests] if j in self.jobs]
+
     def _take_back(self, job: JobState, node: NodeState) -> None:
-        """Detach a node from its job, requeueing (uncharged) what it held."""
-        for key in sorted(node.inflight, reverse=True):
+        """Detach a node from a job, requeueing (uncharged) what the job had there."""
+        for key in sorted((k for k in node.inflight if k[0] == job.job_id), reverse=True):
+            node.inflight.discard(key)
             _, batch = job.inflight.pop(key[1])
             rest = remaining(batch, job.progress.pop(key[1], 0))
             job.held_bytes += _size(rest) - _size(batch)
             self.queue.push_front(job.job_id, rest)
-        node.inflight.clear()
         self.placement.detach(job, node)
 
     def batch_lost(self, node_id: str, job_id: str, start: int, crashed_index: int, reason: str) -> list[Command]:
@@ -135,6 +144,7 @@ class HeadState:
         if job is None or node is None or (job_id, start) not in node.inflight:
             return []
         node.inflight.discard((job_id, start))
+        job.held[node_id] -= 1
         _, batch = job.inflight.pop(start)
         job.held_bytes -= _size(batch)
         batch = remaining(batch, job.progress.pop(start, 0))
@@ -171,6 +181,7 @@ class HeadState:
         cmds: list[Command] = [ToClient(job.client_id, rb)]
         if done + len(rb.ends) == size:
             node.inflight.discard((rb.job_id, start))
+            job.held[node_id] -= 1
             job.held_bytes -= _size(job.inflight.pop(start)[1])
             job.progress.pop(start, None)
             cmds += self._node_changed(job, node)
@@ -199,7 +210,7 @@ class HeadState:
         """Print output of a job's worker: to the client, which acks it (``log_ack``)."""
         job = self.jobs.get(logs.job_id)
         node = self.nodes.get(node_id)
-        if job is None or node is None or node.job_id != job.job_id:
+        if job is None or node is None or node_id not in job.nodes:
             return []  # the job ended or left that node: its worker is being reset or killed
         job.log_sources.append(node_id)
         return [ToClient(job.client_id, logs)]
@@ -210,6 +221,8 @@ class HeadState:
         if spec.job_id in self.jobs:
             return []
         job = JobState(spec, client_id, now)
+        parent = self.jobs.get(spec.parent) if spec.parent else None
+        job.root, job.depth = (parent.root, parent.depth + 1) if parent else (spec.job_id, 0)
         self.jobs[spec.job_id] = job
         self._by_client.setdefault(client_id, {})[spec.job_id] = None
         self.queue.create(spec.job_id)
@@ -303,7 +316,7 @@ class HeadState:
         while self._can_send(job):
             node_id = next(iter(job.open1), None)
             if node_id is None:
-                node = self._take_free(job, cmds)
+                node = self._take_free(job, cmds) or self._take_guest(job, cmds)
                 node_id = node.node_id if node else self._prefetch_node(job)
                 if node_id is None:
                     break
@@ -326,12 +339,13 @@ class HeadState:
         assert batch is not None
         job.inflight[batch.start] = (node.node_id, batch)
         node.inflight.add((job.job_id, batch.start))
+        job.held[node.node_id] += 1
         cmds.append(ToNode(node.node_id, batch))
         self.placement.track(job, node)
 
     def _node_changed(self, job: JobState, node: NodeState) -> list[Command]:
         """A batch left ``node``: a draining node that is now idle changes hands."""
-        if node.draining and not node.inflight:
+        if node.draining and node.job_id == job.job_id and not job.held[node.node_id]:
             return self._release(job, node)
         self.placement.track(job, node)
         return []
@@ -394,24 +408,56 @@ class HeadState:
         if job.spec.max_parallelism:
             n = min(n, job.spec.max_parallelism - job.workers)
         self.placement.attach(job, node, n)
+        return [ToNode(node.node_id, self._assign_msg(job, n))]
+
+    def _assign_msg(self, job: JobState, n: int, guest: bool = False) -> AssignJob:
         spec = job.spec
-        return [ToNode(node.node_id, AssignJob(job.job_id, spec.function, n, spec.func_timeout, spec.func_ram,
-                                               spec.func_cpu, spec.func_gpu, spec.image,
-                                               self.config.prefetch_per_worker))]
+        return AssignJob(job.job_id, spec.function, n, spec.func_timeout, spec.func_ram, spec.func_cpu, spec.func_gpu,
+                         spec.image, self.config.prefetch_per_worker, guest)
 
     def _release(self, job: JobState, node: NodeState) -> list[Command]:
-        """The node (holding nothing of the job) leaves it, to be placed anew."""
-        node.inflight.clear()
+        """``job`` (with nothing left to run there) leaves the node: the node's
+        oldest guest inherits it, else it is placed anew."""
+        node.inflight.difference_update([k for k in node.inflight if k[0] == job.job_id])
+        owner = node.job_id == job.job_id
         self.placement.detach(job, node)
-        self.placement.freed.append(node)
+        heir = next((self.jobs[g] for g in node.guests if g in self.jobs), None) if owner else None
+        if heir is not None:
+            self.placement.promote(heir, node)
+        elif owner:
+            self.placement.freed.append(node)
+        else:
+            self._guest_room.add(job.root)  # its slots there can go to another nested job of the tree
         return [ToNode(node.node_id, ReleaseJob(job.job_id))]
 
+    def _take_guest(self, job: JobState, cmds: list[Command]) -> NodeState | None:
+        """A node of the job's tree to run on beside its job (nested calls)."""
+        placement = self.placement
+        if not job.depth or job.guest_at == placement.epoch or self._capped(job):
+            return None
+        for node_id in placement.tree_nodes.get(job.root, {}):
+            node = self.nodes[node_id]
+            n = placement.guest_room(job, node)
+            if job.spec.max_parallelism:
+                n = min(n, job.spec.max_parallelism - job.workers)
+            if n > 0:
+                placement.attach_guest(job, node, n)
+                cmds.append(ToNode(node_id, self._assign_msg(job, n, guest=True)))
+                return node
+        job.guest_at = placement.epoch
+        return None
+
     def _finish(self, cmds: list[Command]) -> list[Command]:
-        """Place every node that left a job or joined (``Placement``)."""
+        """Place every node that left a job or joined (``Placement``), and guest
+        slots freed in a tree with the nested jobs of that tree still waiting."""
         while (placed := self.placement.next_placement()) is not None:
             node, job = placed
             cmds += self._assign(job, node)
             cmds += self._settle(job)
+        while self._guest_room:
+            root = self._guest_room.pop()
+            for job in [j for j in self.placement.wanting.values() if j.root == root and j.depth]:
+                cmds += self._settle(job)
         return cmds
 
     def _incompatible(self, spec: SubmitJob) -> str:

@@ -110,6 +110,7 @@ class SubmitJob(_Msg):
     raise_errors: bool
     image: str = ""  # container image for the workers; "" = the node's default
     func_gpu: int = 0
+    parent: str = ""  # the job whose call submitted this one (a nested call), else ""
 
 
 class JobAccepted(_Msg):
@@ -228,6 +229,9 @@ class AssignJob(_Msg):
     func_gpu: int = 0
     image: str = ""
     prefetch: int = 2  # batches the node may hold per worker: one running, the rest ready
+    # A job of the same job tree as the node's current one (a nested call): served beside it
+    # on workers of its own, which the node starts when its pool has none idle.
+    guest: bool = False
 
 
 class StartJob(_Msg):

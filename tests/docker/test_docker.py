@@ -85,6 +85,17 @@ def test_a_job_runs_across_all_three_nodes(on):
     assert len({i["node"] for i in detail["inputs"]}) == 3
 
 
+def nested_outer(x):
+    from burla import remote_parallel_map
+
+    return sum(remote_parallel_map(slow, [x, x, x], spinner=False))
+
+
+def test_nested_calls_run_on_the_same_docker_cluster(on):
+    # 9 parents hold all 3 nodes' slots while they wait on their children: those run beside them
+    assert rpm(nested_outer, range(9), spinner=False) == [3 * x for x in range(9)]
+
+
 def test_image_parameter_and_missing_image(on):
     assert rpm(abs, [-1, -2], image="burla:0.1.0", spinner=False) == [1, 2]
     with pytest.raises(burla.JobFailed, match=r"'nope:1'.*burla image build"):

@@ -36,8 +36,8 @@ from burla.transport.messages import (
 
 
 def assign(job_id: str = "j", n_workers: int = 2, prefetch: int = 2, image: str = "", func_timeout: float = 0.0,
-           func_ram: int = 0, func_gpu: int = 0) -> AssignJob:
-    return AssignJob(job_id, b"fn", n_workers, func_timeout, func_ram, 1, func_gpu, image, prefetch)
+           func_ram: int = 0, func_gpu: int = 0, guest: bool = False) -> AssignJob:
+    return AssignJob(job_id, b"fn", n_workers, func_timeout, func_ram, 1, func_gpu, image, prefetch, guest)
 
 
 def batch(job_id: str, start: int, n: int = 1) -> InputBatchView:
@@ -91,7 +91,7 @@ def test_assign_applies_limits_then_starts_the_job_on_its_workers():
     started = s.limits_applied(limits[0].wid, "j", True)
     assert sent(started, StartJob, limits[0].wid)[0].job_id == "j"
     assert s.workers[limits[0].wid].phase is WorkerPhase.SERVING
-    assert s.serving() == [limits[0].wid]
+    assert [wid for wid, _ in s.serving()] == [limits[0].wid]
 
 
 def test_batches_go_to_the_least_loaded_worker_up_to_the_prefetch_the_head_chose():
@@ -288,7 +288,7 @@ def test_exit_of_an_unknown_worker_is_ignored():
 
 
 def test_prefetch_comes_from_the_head():
-    assert msgspec.structs.fields(AssignJob)[-1].name == "prefetch"
+    assert "prefetch" in {f.name for f in msgspec.structs.fields(AssignJob)}
     from burla.scheduler import HeadConfig, HeadState
     from burla.scheduler._state import NodeState as HeadNode
     from burla.transport.messages import SubmitJob
@@ -334,3 +334,46 @@ def test_parts_of_a_batch_are_forwarded_and_the_last_part_completes_it():
     cmds = s.worker_result(0, part(1, 3))
     assert told_head(cmds, ResultBatchView) and [b.start for b in sent(cmds, InputBatchView)] == [3]
     assert s.worker_result(0, part(7, 8)) == []  # not the worker's oldest batch
+
+
+def test_a_guest_job_of_the_tree_gets_workers_of_its_own_beside_the_nodes_job():
+    s = ready_node(2)
+    serving(s, assign("parent"))
+    busy = [batch("parent", 0), batch("parent", 1)]
+    for b in busy:
+        s.batch(b)  # both warm workers run the parent's calls (which wait on nested calls)
+    cmds = s.assign(assign("child", n_workers=2, guest=True))
+    spawns = of(cmds, Spawn)
+    assert len(spawns) == 2 and "parent" in s.jobs  # the parent keeps its workers and its calls
+    for sp in spawns:
+        limits = of(s.worker_hello(sp.wid), ApplyLimits)
+        assert [lim.job_id for lim in limits] == ["child"]
+        s.limits_applied(sp.wid, "child", True)
+    out = s.batch(batch("child", 0))
+    assert [c.wid for c in of(out, ToWorker)] and all(c.wid in {sp.wid for sp in spawns} for c in of(out, ToWorker))
+    # the child ends: its workers, idle and above the warm pool, are stopped; the parent's are untouched
+    ended = s.release("child")
+    assert {c.wid for c in of(ended, Kill)} <= {sp.wid for sp in spawns} and len(of(ended, Kill)) == 2
+    for sp in spawns:
+        assert of(s.worker_exited(sp.wid, "killed"), Spawn) == []  # the pool is back at its 2
+    assert [w.job_id for w in s.workers.values()] == ["parent", "parent"]
+
+
+def test_the_guest_stays_when_the_nodes_first_job_leaves():
+    s = ready_node(2)
+    serving(s, assign("parent"))
+    cmds = s.assign(assign("child", n_workers=2, guest=True))
+    for sp in of(cmds, Spawn):
+        s.worker_hello(sp.wid)
+    s.release("parent")  # the head gave the node to the child (same tree): its calls go on
+    assert list(s.jobs) == ["child"]
+    kills = of(s.limits_applied(2, "child", True) + s.limits_applied(3, "child", True), Kill)
+    assert not kills and sum(1 for w in s.workers.values() if w.job_id == "child") == 2
+
+
+def test_an_owner_assignment_ends_every_job_of_the_old_tree():
+    s = ready_node(2)
+    serving(s, assign("parent"))
+    s.assign(assign("child", guest=True))
+    s.assign(assign("other"))
+    assert list(s.jobs) == ["other"]

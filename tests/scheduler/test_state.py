@@ -361,7 +361,7 @@ class Cluster:
         self.s = s
         self.held = {}  # node -> batches in flight there
         self.job_of = {}  # node -> job it was last assigned
-        self.releases = []  # (node, batches it still held when released)
+        self.releases = []  # (node, batches of the released job it still held)
 
     def apply(self, cmds):
         credit = 0
@@ -372,13 +372,15 @@ class Cluster:
                 assert self.job_of[c.node_id] == c.msg.job_id  # single tenant: only its job's batches
                 self.held.setdefault(c.node_id, []).append(c.msg)
             elif isinstance(c, ToNode) and isinstance(c.msg, ReleaseJob):
-                self.releases.append((c.node_id, len(self.held.get(c.node_id, []))))
+                mine = [b for b in self.held.get(c.node_id, []) if b.job_id == c.msg.job_id]
+                self.releases.append((c.node_id, len(mine)))  # the job's batches still held there
             elif isinstance(c, ToClient) and isinstance(c.msg, InputCredit):
                 credit += c.msg.batches
         return credit
 
-    def finish_one(self, node_id, client, seconds=0.0):
-        b = self.held[node_id].pop(0)
+    def finish_one(self, node_id, client, seconds=0.0, job_id=None):
+        held = self.held[node_id]
+        b = held.pop(next(i for i, x in enumerate(held) if job_id in (None, x.job_id)))
         self.apply(self.s.result(node_id, result_for(b, seconds)))
         self.apply(self.s.result_ack(client, b.job_id, 1))
 
@@ -462,3 +464,67 @@ def test_slow_calls_go_one_per_slot_so_a_node_changes_hands_after_one_call():
         c.finish_one(n, "ca", seconds=1.0)
         c.finish_one(n, "ca", seconds=1.0)
     assert len(c.jobs_nodes("b")) == 2 and len(c.jobs_nodes("a")) == 2
+
+
+def child_spec(job_id, parent):
+    return SubmitJob(job_id, "f", b"fn", 1, 0, 0, 3, 0.0, True, parent=parent)
+
+
+def test_a_nested_job_runs_beside_its_parent_that_holds_every_node():
+    s = HeadState()
+    s.node_joined(node("n1", workers=2))
+    c = Cluster(s)
+    c.apply(fed(s, "c", spec("parent"), batches=2))  # both slots run calls that wait on children
+    cmds = fed(s, "w", child_spec("child", "parent"), batches=4)
+    c.apply(cmds)
+    (a,) = to_node(cmds, "n1", AssignJob)
+    assert a.job_id == "child" and a.guest and a.n_workers == 2  # workers of its own, beside the parent's
+    assert s.nodes["n1"].job_id == "parent" and [b.job_id for b in c.held["n1"]].count("child") == 4
+    c.apply(s.inputs_done("w", "child", 4))
+    for _ in range(4):
+        c.finish_one("n1", "w", job_id="child")
+    assert "child" not in s.jobs and ("n1", 0) in c.releases  # done: it left, its workers with it
+    assert s.nodes["n1"].job_id == "parent" and not s.nodes["n1"].guests
+
+
+def test_nested_jobs_get_a_worker_pool_per_depth_never_more():
+    s = HeadState()
+    s.node_joined(node("n1", workers=2))
+    fed(s, "c", spec("root"), batches=2)
+    a = to_node(fed(s, "w1", child_spec("kid1", "root"), batches=2), kind=AssignJob)
+    b = to_node(fed(s, "w2", child_spec("kid2", "root"), batches=2), kind=AssignJob)
+    g = to_node(fed(s, "w3", child_spec("grandkid", "kid1"), batches=2), kind=AssignJob)
+    assert [x.job_id for x in a] == ["kid1"] and not b  # depth 1's pool is kid1's: kid2 waits its turn
+    assert [(x.job_id, x.guest) for x in g] == [("grandkid", True)]  # depth 2 has a pool of its own
+    cmds = s.cancel("kid1", "done")
+    assert [x.job_id for x in to_node(cmds, kind=AssignJob)] == ["kid2"]  # kid1's pool went to kid2
+
+
+def test_a_job_of_another_tree_never_runs_beside_a_node_s_job():
+    s = HeadState()
+    s.node_joined(node("n1", workers=2))
+    fed(s, "c", spec("a"), batches=2)
+    assert not to_node(fed(s, "c2", child_spec("x", "not-a-job"), batches=2), kind=AssignJob)
+
+
+def test_a_node_whose_job_leaves_stays_with_its_nested_job():
+    s = HeadState()
+    s.node_joined(node("n1", workers=1))
+    c = Cluster(s)
+    c.apply(fed(s, "c", spec("parent"), batches=1))
+    c.apply(s.inputs_done("c", "parent", 1))
+    c.apply(fed(s, "w", child_spec("child", "parent"), batches=3))
+    c.apply(fed(s, "o", spec("other"), batches=1))  # another tree waits for the node
+    c.finish_one("n1", "c", job_id="parent")  # the parent ends; its child still has calls queued there
+    assert s.nodes["n1"].job_id == "child" and not s.nodes["n1"].guests
+    assert c.job_of["n1"] != "other"
+
+
+def test_a_lost_node_requeues_the_batches_of_every_job_it_served():
+    s = HeadState()
+    s.node_joined(node("n1", workers=1))
+    fed(s, "c", spec("parent"), batches=1)
+    fed(s, "w", child_spec("child", "parent"), batches=1)
+    s.node_left("n1")
+    assert s.queue.length("parent") == 1 and s.queue.length("child") == 1
+    assert not s.jobs["parent"].nodes and not s.jobs["child"].nodes

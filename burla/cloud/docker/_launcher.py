@@ -91,6 +91,7 @@ class ContainerLauncher:
         self.labels = labels
         self.name_prefix = name_prefix
         self.ram_bytes = ram_bytes
+        self.head_address = ""
 
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle:
         image = image or self.default_image
@@ -103,7 +104,7 @@ class ContainerLauncher:
         name = f"{self.name_prefix}-w{wid}"
         with translated(f"worker image {image!r} on this node"):
             self.docker.images.get(image)  # never let run() try a pull: no registry
-        env = {"BURLA_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+        env = {"BURLA_TOKEN": self.token, "PYTHONUNBUFFERED": "1", "BURLA_CLUSTER_HEAD": self.head_address}
         if image != self.default_image:  # a user's image: run burla's worker from the shared bundle
             env["PYTHONPATH"] = self.bundle
         with translated(f"starting worker container {name} from {image}"):
