@@ -42,6 +42,7 @@ class Placement:
         self.draining = 0  # nodes on their way from one job to another
         self.epoch = 0  # bumps whenever a node joins, leaves or changes hands
         self.tree_nodes: dict[str, dict[str, None]] = {}  # job tree (root job) -> nodes its jobs own
+        self.guest_room_freed: set[str] = set()  # trees where guest slots came free: settle their waiting jobs
 
     def share(self) -> int:
         """Nodes each job that holds or wants nodes may count on."""
@@ -126,6 +127,35 @@ class Placement:
         if not job.owned:
             self.holding.pop(job.job_id, None)
         self.epoch += 1
+
+    def take_guest(self, job: JobState, cap: int | None) -> NodeState | None:
+        """A node of the job's tree with guest room at its depth, now serving it
+        (looked for again only after a node changed hands)."""
+        if job.guest_at == self.epoch:
+            return None
+        for node_id in self.tree_nodes.get(job.root, {}):
+            node = self.pool.nodes[node_id]
+            n = self.guest_room(job, node)
+            if cap is not None:
+                n = min(n, cap)
+            if n > 0:
+                self.attach_guest(job, node, n)
+                return node
+        job.guest_at = self.epoch
+        return None
+
+    def leave(self, job: JobState, node: NodeState, jobs: dict[str, JobState]) -> None:
+        """``job`` leaves the node: if it was the node's job, the oldest guest of
+        its tree inherits the node, else the node is to be placed anew."""
+        owner = node.job_id == job.job_id
+        self.detach(job, node)
+        heir = next((jobs[g] for g in node.guests if g in jobs), None) if owner else None
+        if heir is not None:
+            self.promote(heir, node)
+        elif owner:
+            self.freed.append(node)
+        else:
+            self.guest_room_freed.add(job.root)
 
     def promote(self, heir: JobState, node: NodeState) -> None:
         """The node's job left; ``heir``, a guest of the same tree, becomes its job."""

@@ -64,6 +64,20 @@ class NodePool:
     def has_gpus(self) -> bool:
         return any(s.gpus for s in self._shapes)
 
+    def incompatible(self, spec: SubmitJob) -> str:
+        """Why no node can run ``spec`` (for NoCompatibleNodes)."""
+        if spec.image and not self.has_runtime("container"):
+            return (f"image={spec.image!r} needs nodes that run workers in containers (a cluster started with "
+                    "provider: {type: docker}); this cluster's nodes run workers as processes")
+        if spec.func_gpu and not self.has_gpus():
+            return f"func_gpu={spec.func_gpu}: no node in this cluster has a GPU"
+        biggest = self.largest()
+        want = f"func_cpu={spec.func_cpu}" + (f", func_ram={spec.func_ram / 2**30:.1f} GiB" if spec.func_ram else "")
+        return (
+            f"no node can run one call with {want}: the largest node has {biggest.cpus} CPUs and "
+            f"{biggest.ram_bytes / 2**30:.1f} GiB RAM; lower func_cpu/func_ram or add bigger nodes"
+        )
+
 
 def _example(shape: Shape) -> NodeState:
     return NodeState("", "", shape.cpus, shape.ram_bytes, shape.n_workers, shape.runtime, shape.gpus)

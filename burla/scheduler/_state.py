@@ -58,6 +58,7 @@ from ..transport.messages import (
     RestartNode,
     SubmitJob,
 )
+from . import _flow
 from ._batches import crash_message, remaining, split_around
 from ._placement import Placement
 from ._queue import InProcessQueue, QueueBackend
@@ -74,7 +75,6 @@ class HeadState:
         self.pool = self.placement.pool
         self.jobs: dict[str, JobState] = {}
         self._by_client: dict[str, dict[str, None]] = {}
-        self._guest_room: set[str] = set()  # job trees where guest slots were freed (``_finish``)
 
     @property
     def nodes(self) -> dict[str, NodeState]:
@@ -227,7 +227,7 @@ class HeadState:
         self._by_client.setdefault(client_id, {})[spec.job_id] = None
         self.queue.create(spec.job_id)
         if len(self.pool) and not self.pool.any_fits(spec):
-            return self._end(job, "failed", JobError("NoCompatibleNodes", self._incompatible(spec)))
+            return self._end(job, "failed", JobError("NoCompatibleNodes", self.pool.incompatible(spec)))
         accepted = ToClient(client_id, JobAccepted(spec.job_id, job.workers, INITIAL_INPUT_CREDIT))
         return self._finish([accepted, *self._settle(job)])
 
@@ -324,15 +324,11 @@ class HeadState:
         return cmds
 
     def _prefetch_node(self, job: JobState) -> str | None:
-        """A node of the job whose every slot is busy, to queue a second batch on
-        (only while the job's batches are quick: ``HeadConfig.prefetch_below``)."""
-        batch_seconds = job.call_seconds * job.received / max(1, job.batches_in)
-        if batch_seconds >= self.config.prefetch_below:
-            return None
-        return next(iter(job.open2), None)
+        """A node of the job whose every slot is busy, to queue a second batch on."""
+        return next(iter(job.open2), None) if _flow.prefetches(self.config, job) else None
 
     def _can_send(self, job: JobState) -> bool:
-        return len(job.inflight) + job.unacked < self._window(job) and self.queue.length(job.job_id) > 0
+        return _flow.can_send(self.config, job, self.queue.length(job.job_id))
 
     def _send(self, job: JobState, node: NodeState, cmds: list[Command]) -> None:
         batch = self.queue.pop(job.job_id)
@@ -361,24 +357,11 @@ class HeadState:
             cmds += self._release(job, self.nodes[node_id])
 
     def _grant_credit(self, job: JobState) -> list[Command]:
-        """Let the client send more: up to a queue that grows with the job's
-        slots, and within its byte budget (estimated from the largest batch
-        seen; none is granted before the first batch shows its size)."""
-        cfg = self.config
-        if job.total is not None or not job.max_batch_bytes:
-            return []
-        queue_cap = max(cfg.input_queue_batches, cfg.prefetch_per_worker * job.workers)
-        by_count = queue_cap - self.queue.length(job.job_id) - job.credit_out
-        by_bytes = (cfg.job_bytes - job.held_bytes) // job.max_batch_bytes - job.credit_out
-        room = min(by_count, by_bytes)
-        if room <= 0:
+        room = _flow.credit_room(self.config, job, self.queue.length(job.job_id))
+        if not room:
             return []
         job.credit_out += room
         return [ToClient(job.client_id, InputCredit(job.job_id, room))]
-
-    def _window(self, job: JobState) -> int:
-        """Result batches the job may have in flight or unacknowledged: grows with its slots."""
-        return self.config.result_window + 2 * self.config.prefetch_per_worker * job.workers
 
     def _end(self, job: JobState, status: str, error: JobError | None) -> list[Command]:
         del self.jobs[job.job_id]
@@ -416,36 +399,20 @@ class HeadState:
                          spec.image, self.config.prefetch_per_worker, guest)
 
     def _release(self, job: JobState, node: NodeState) -> list[Command]:
-        """``job`` (with nothing left to run there) leaves the node: the node's
-        oldest guest inherits it, else it is placed anew."""
+        """``job`` (with nothing left to run there) leaves the node (``Placement.leave``)."""
         node.inflight.difference_update([k for k in node.inflight if k[0] == job.job_id])
-        owner = node.job_id == job.job_id
-        self.placement.detach(job, node)
-        heir = next((self.jobs[g] for g in node.guests if g in self.jobs), None) if owner else None
-        if heir is not None:
-            self.placement.promote(heir, node)
-        elif owner:
-            self.placement.freed.append(node)
-        else:
-            self._guest_room.add(job.root)  # its slots there can go to another nested job of the tree
+        self.placement.leave(job, node, self.jobs)
         return [ToNode(node.node_id, ReleaseJob(job.job_id))]
 
     def _take_guest(self, job: JobState, cmds: list[Command]) -> NodeState | None:
         """A node of the job's tree to run on beside its job (nested calls)."""
-        placement = self.placement
-        if not job.depth or job.guest_at == placement.epoch or self._capped(job):
+        if not job.depth or self._capped(job):
             return None
-        for node_id in placement.tree_nodes.get(job.root, {}):
-            node = self.nodes[node_id]
-            n = placement.guest_room(job, node)
-            if job.spec.max_parallelism:
-                n = min(n, job.spec.max_parallelism - job.workers)
-            if n > 0:
-                placement.attach_guest(job, node, n)
-                cmds.append(ToNode(node_id, self._assign_msg(job, n, guest=True)))
-                return node
-        job.guest_at = placement.epoch
-        return None
+        cap = job.spec.max_parallelism - job.workers if job.spec.max_parallelism else None
+        node = self.placement.take_guest(job, cap)
+        if node is not None:
+            cmds.append(ToNode(node.node_id, self._assign_msg(job, job.nodes[node.node_id], guest=True)))
+        return node
 
     def _finish(self, cmds: list[Command]) -> list[Command]:
         """Place every node that left a job or joined (``Placement``), and guest
@@ -454,25 +421,11 @@ class HeadState:
             node, job = placed
             cmds += self._assign(job, node)
             cmds += self._settle(job)
-        while self._guest_room:
-            root = self._guest_room.pop()
+        while self.placement.guest_room_freed:
+            root = self.placement.guest_room_freed.pop()
             for job in [j for j in self.placement.wanting.values() if j.root == root and j.depth]:
                 cmds += self._settle(job)
         return cmds
-
-    def _incompatible(self, spec: SubmitJob) -> str:
-        if spec.image and not self.pool.has_runtime("container"):
-            return (f"image={spec.image!r} needs nodes that run workers in containers (a cluster started with "
-                    "provider: {type: docker}); this cluster's nodes run workers as processes")
-        if spec.func_gpu and not self.pool.has_gpus():
-            return f"func_gpu={spec.func_gpu}: no node in this cluster has a GPU"
-        biggest = self.pool.largest()
-        want = f"func_cpu={spec.func_cpu}" + (f", func_ram={spec.func_ram / 2**30:.1f} GiB" if spec.func_ram else "")
-        return (
-            f"no node can run one call with {want}: the largest node has {biggest.cpus} CPUs and "
-            f"{biggest.ram_bytes / 2**30:.1f} GiB RAM; lower func_cpu/func_ram or add bigger nodes"
-        )
-
 
 def _size(batch: AnyInputBatch) -> int:
     """Payload bytes of a batch, for the job's byte budget."""
