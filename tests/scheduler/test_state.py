@@ -387,14 +387,25 @@ class Cluster:
     def jobs_nodes(self, job_id):
         return {n for n, st in self.s.nodes.items() if st.job_id == job_id}
 
+    def a_round_of(self, job_id, client):
+        """Each node serving ``job_id`` finishes its oldest batch."""
+        for n in sorted(self.held):
+            if self.held[n] and self.job_of[n] == job_id:
+                self.finish_one(n, client)
+
+
+def cluster_of(n_nodes, workers, big_batches):
+    """``n_nodes`` nodes, all held by job "a" with ``big_batches`` batches of one input."""
+    s = HeadState()
+    for i in range(n_nodes):
+        s.node_joined(node(f"n{i}", workers=workers))
+    c = Cluster(s)
+    c.apply(feed_with_credit(s, "ca", "a", n_batches=big_batches, size=1)[0])
+    return s, c
+
 
 def test_a_second_job_gets_a_fair_share_of_a_busy_cluster_between_calls():
-    s = HeadState()
-    for i in range(10):
-        s.node_joined(node(f"n{i}", workers=2))
-    c = Cluster(s)
-    cmds, _ = feed_with_credit(s, "ca", "a", n_batches=500, size=1)
-    c.apply(cmds)
+    s, c = cluster_of(10, workers=2, big_batches=500)
     assert len(c.jobs_nodes("a")) == 10  # a holds the whole cluster
     cmds, _ = feed_with_credit(s, "cb", "b", n_batches=100, size=1)
     c.apply(cmds)
@@ -402,28 +413,18 @@ def test_a_second_job_gets_a_fair_share_of_a_busy_cluster_between_calls():
     draining = {n for n, st in s.nodes.items() if st.draining}
     assert len(draining) == 5  # a's half is fed no more
     for _ in range(4):  # each worker finishes its running call and its prefetched one (2 workers)
-        for n in sorted(c.held):
-            if c.held[n] and c.job_of[n] == "a":
-                c.finish_one(n, "ca")
+        c.a_round_of("a", "ca")
     assert c.jobs_nodes("b") == draining and len(c.jobs_nodes("a")) == 5
     assert all(still == 0 for _, still in c.releases)  # nodes changed hands only between calls
     assert {b.job_id for n in draining for b in c.held[n]} == {"b"}  # b's batches run there
 
 
 def test_nodes_go_back_to_the_big_job_when_the_small_one_ends():
-    s = HeadState()
-    for i in range(4):
-        s.node_joined(node(f"n{i}", workers=1))
-    c = Cluster(s)
-    cmds, _ = feed_with_credit(s, "ca", "a", n_batches=200, size=1)
-    c.apply(cmds)
+    s, c = cluster_of(4, workers=1, big_batches=200)
     c.apply(fed(s, "cb", spec("b"), batches=1))
     c.apply(s.inputs_done("cb", "b", 1))
     while not c.jobs_nodes("b"):
-        for n in sorted(c.held):
-            if c.held[n] and c.job_of[n] == "a":
-                c.finish_one(n, "ca")
-                break
+        c.a_round_of("a", "ca")
     (b_node,) = c.jobs_nodes("b")
     c.finish_one(b_node, "cb")
     assert "b" not in s.jobs and c.jobs_nodes("a") == set(s.nodes)  # a has the whole cluster again
@@ -447,12 +448,7 @@ def test_five_thousand_queued_jobs_cancelled_together_end_and_leave_the_cluster_
 
 
 def test_slow_calls_go_one_per_slot_so_a_node_changes_hands_after_one_call():
-    s = HeadState()
-    for i in range(4):
-        s.node_joined(node(f"n{i}", workers=2))
-    c = Cluster(s)
-    cmds, _ = feed_with_credit(s, "ca", "a", n_batches=100, size=1)
-    c.apply(cmds)
+    s, c = cluster_of(4, workers=2, big_batches=100)
     assert all(len(h) == 4 for h in c.held.values())  # quick until shown otherwise: prefetched
     for _ in range(2):
         for n in sorted(c.held):
