@@ -48,7 +48,8 @@ class SimNode:
         self.job: AssignJob | None = None
         self.function: Any = None
         self.queue: asyncio.Queue[InputBatchView] = asyncio.Queue()
-        self.workers: list[asyncio.Task[None]] = []
+        self.workers: list[asyncio.Task[None]] = []  # started as batches arrive, up to n_workers
+        self._idle = 0  # workers waiting for a batch
 
     async def serve(self) -> None:
         while True:
@@ -56,12 +57,13 @@ class SimNode:
                 case AssignJob() as assign:
                     self._end_job()
                     self.job = assign
-                    self.function = cloudpickle.loads(assign.function)
+                    self.function = _load(assign.function)
                     self.holds = (getattr(self.function, "__module__", ""), getattr(self.function, "__name__", "")) \
                         == ("benchmarks.tasks", "hold")
-                    self.workers = [asyncio.create_task(self._worker()) for _ in range(assign.n_workers)]
                 case InputBatchView() as batch if self.job and batch.job_id == self.job.job_id:
                     self.queue.put_nowait(batch)
+                    if len(self.workers) < self.job.n_workers and self.queue.qsize() > self._idle:
+                        self.workers.append(asyncio.create_task(self._worker()))
                 case ReleaseJob():
                     self._end_job()
                 case LogAck() | InputBatchView():
@@ -70,13 +72,17 @@ class SimNode:
     def _end_job(self) -> None:
         for w in self.workers:
             w.cancel()
-        self.workers, self.job = [], None
+        self.workers, self.job, self._idle = [], None, 0
         self.queue = asyncio.Queue()
 
     async def _worker(self) -> None:
         queue = self.queue
         while True:
-            batch = await queue.get()
+            self._idle += 1
+            try:
+                batch = await queue.get()
+            finally:
+                self._idle -= 1
             for i, args in enumerate(unpack(batch.ends, batch.payload)):
                 index = batch.start + i
                 t0 = time.perf_counter()
@@ -93,6 +99,18 @@ class SimNode:
                 ends, payload = pack([result])
                 self.conn.send_nowait(ResultBatch(batch.job_id, index, ends, [], [time.perf_counter() - t0],
                                                   bytes(payload)))  # type: ignore[arg-type]
+
+
+_functions: dict[bytes, Any] = {}
+
+
+def _load(blob: bytes) -> Any:
+    """The job's function, unpickled once per process: 500 simulated nodes share one CPU,
+    where real ones would each unpickle it on their own."""
+    if blob not in _functions:
+        _functions.clear()
+        _functions[blob] = cloudpickle.loads(blob)
+    return _functions[blob]
 
 
 async def run_node(address: tuple[str, int], token: str, node_id: str, slots: int,

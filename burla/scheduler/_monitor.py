@@ -74,6 +74,9 @@ class Monitor:
         self.max_lines_per_input = max_lines_per_input
         self.max_errors = max_errors
         self.detailed_inputs = detailed_inputs  # per-input durations kept for the first N inputs
+        # Running batches by node, so a lost node costs what it ran, not every batch of every
+        # job kept (1,000 nodes lost at once blocked the head 5 s walking them; issue 10).
+        self._running: dict[str, dict[tuple[str, int], None]] = {}
 
     # --- events ---------------------------------------------------------------------
 
@@ -96,6 +99,14 @@ class Monitor:
         if start not in job.batches:
             bisect.insort(job.starts, start)
         job.batches[start] = BatchRecord(start, count, node=node)
+        self._running.setdefault(node, {})[(job_id, start)] = None
+
+    def _settled(self, job_id: str, b: BatchRecord) -> None:
+        on = self._running.get(b.node)
+        if on is not None:
+            on.pop((job_id, b.start), None)
+            if not on:
+                del self._running[b.node]
 
     def assigned(self, job_id: str, start: int, worker: int) -> None:
         if (job := self.jobs.get(job_id)) and (b := job.batches.get(start)):
@@ -109,6 +120,7 @@ class Monitor:
         b.done += count
         if b.done >= b.count:
             b.state = "done"
+            self._settled(job_id, b)
         if durations:
             b.total_duration += sum(durations)
             b.mean_duration = b.total_duration / b.done
@@ -128,6 +140,7 @@ class Monitor:
         job = self.jobs.get(job_id)
         if job is None or (b := job.batches.get(start)) is None:
             return
+        self._settled(job_id, b)
         lost_from, end = b.start + b.done, b.start + b.count
         if b.done:  # the inputs that came back stay done; the rest runs again as a new batch
             b.count, b.state = b.done, "done"
@@ -139,10 +152,8 @@ class Monitor:
                 job.retried[i] = job.retried.get(i, 0) + 1
 
     def node_lost(self, node: str) -> None:
-        for job in self.jobs.values():
-            for start, b in list(job.batches.items()):
-                if b.node == node and b.state == "running":
-                    self.lost(job.job_id, start, -1)
+        for job_id, start in list(self._running.pop(node, {})):
+            self.lost(job_id, start, -1)
 
     def logs(self, batch: LogBatch) -> None:
         job = self.jobs.get(batch.job_id)
@@ -167,6 +178,7 @@ class Monitor:
         for b in job.batches.values():
             if b.state == "running":
                 b.state = "lost" if status != "done" else b.state
+                self._settled(job_id, b)
         finished = [j for j in self.jobs.values() if j.state != "running"]
         for old in finished[: max(0, len(finished) - self.keep_finished)]:
             del self.jobs[old.job_id]

@@ -61,6 +61,7 @@ class Placement:
         """File the node under what it can take for ``job`` (at the end: the job's
         nodes take turns)."""
         node_id = node.node_id
+        job.open_half.pop(node_id, None)
         job.open1.pop(node_id, None)
         job.open2.pop(node_id, None)
         job.empty.pop(node_id, None)
@@ -69,6 +70,8 @@ class Placement:
         held, slots = job.held[node_id], job.nodes.get(node_id, 0)
         if not held:
             job.empty[node_id] = None
+        if 2 * held < slots:
+            job.open_half[node_id] = None
         if held < slots:
             job.open1[node_id] = None
         elif held < slots * self.prefetch:
@@ -111,7 +114,7 @@ class Placement:
         node_id = node.node_id
         job.workers -= job.nodes.pop(node_id, 0)
         job.held.pop(node_id, None)
-        for index in (job.open1, job.open2, job.empty, job.draining):
+        for index in (job.open_half, job.open1, job.open2, job.empty, job.draining):
             index.pop(node_id, None)
         if node_id in job.guest_on:
             del job.guest_on[node_id]

@@ -131,6 +131,7 @@ class JobState:
     batches_in: int = 0  # input batches received from the client
     call_seconds: float = 0.0  # a moving average of the duration of one call, from its results
     # Its nodes by how much they can take, so no event walks them all (issue 10):
+    open_half: dict[str, None] = field(default_factory=dict)  # under half its slots hold a batch
     open1: dict[str, None] = field(default_factory=dict)  # a slot holds no batch
     open2: dict[str, None] = field(default_factory=dict)  # every slot has one, room for prefetch
     empty: dict[str, None] = field(default_factory=dict)  # holds no batch at all

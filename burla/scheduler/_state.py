@@ -314,9 +314,15 @@ class HeadState:
     def _feed(self, job: JobState) -> list[Command]:
         cmds: list[Command] = []
         while self._can_send(job):
-            node_id = next(iter(job.open1), None)
+            # Half of each node's slots, then another node, then the rest of the
+            # slots (a job spreads before it packs), then a node of its tree as a
+            # guest, then a second batch per slot.
+            node_id = next(iter(job.open_half), None)
             if node_id is None:
-                node = self._take_free(job, cmds) or self._take_guest(job, cmds)
+                node = self._take_free(job, cmds)
+                node_id = node.node_id if node else next(iter(job.open1), None)
+            if node_id is None:
+                node = self._take_guest(job, cmds)
                 node_id = node.node_id if node else self._prefetch_node(job)
                 if node_id is None:
                     break

@@ -1,5 +1,7 @@
 """The head's scheduling core, driven without sockets or an event loop."""
 
+from collections import Counter
+
 from burla.scheduler import HeadConfig, HeadState
 from burla.scheduler._state import NodeState, ToClient, ToNode
 from burla.transport._payload import pack, unpack
@@ -311,9 +313,9 @@ def test_a_small_job_takes_only_the_nodes_it_can_feed_on_a_1000_node_cluster():
     s = HeadState()
     for i in range(1000):
         s.node_joined(node(f"n{i}", workers=10, cpus=10))
-    cmds = fed(s, "c1", spec("small"), batches=1, size=10)
-    assert len(to_node(cmds, kind=AssignJob)) == 1  # 10 inputs: one node, 999 left free
-    assert sum(1 for n in s.nodes.values() if n.job_id is None) == 999
+    cmds, _ = feed_with_credit(s, "c1", "small", n_batches=10, size=1)  # as the client sends them: one each
+    assert len(to_node(cmds, kind=AssignJob)) == 2  # 10 inputs: half of two nodes' slots, 998 left free
+    assert sum(1 for n in s.nodes.values() if n.job_id is None) == 998
     cmds = fed(s, "c2", spec("next"), batches=4)
     assert [a.job_id for a in to_node(cmds, kind=AssignJob)] == ["next"]  # starts at once on a free node
 
@@ -329,6 +331,15 @@ def feed_with_credit(s, client, job_id, n_batches, size):
         credit += sum(c.batches for c in to_client(out, InputCredit))
         cmds += out
     return cmds, sent
+
+
+def test_a_big_job_spreads_over_nodes_before_it_packs_them():
+    s = HeadState()
+    for i in range(4):
+        s.node_joined(node(f"n{i}", workers=4))
+    cmds, _ = feed_with_credit(s, "c", "j", n_batches=8, size=1)
+    per_node = Counter(c.node_id for c in cmds if isinstance(c, ToNode) and isinstance(c.msg, InputBatch))
+    assert sorted(per_node.values()) == [2, 2, 2, 2]  # half of each node's slots, then another node
 
 
 def test_every_slot_of_a_100_node_cluster_gets_work():
