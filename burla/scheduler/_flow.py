@@ -24,10 +24,14 @@ def prefetches(cfg: HeadConfig, job: JobState) -> bool:
 def credit_room(cfg: HeadConfig, job: JobState, queued: int) -> int:
     """Batches the client may send now: up to a queue that grows with the job's
     slots, and within its byte budget (estimated from the largest batch seen;
-    none before the first batch shows its size)."""
+    none before the first batch shows its size).  While the client still holds
+    credit, room is granted a quarter of the queue at a time."""
     if job.total is not None or not job.max_batch_bytes:
         return 0
     queue_cap = max(cfg.input_queue_batches, cfg.prefetch_per_worker * job.workers)
     by_count = queue_cap - queued - job.credit_out
     by_bytes = (cfg.job_bytes - job.held_bytes) // job.max_batch_bytes - job.credit_out
-    return max(0, min(by_count, by_bytes))
+    room = max(0, min(by_count, by_bytes))
+    if job.credit_out and room < queue_cap // 4:
+        return 0  # the client can still send: grant in chunks, not one message per batch
+    return room
