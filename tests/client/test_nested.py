@@ -41,12 +41,12 @@ def deep(n):
 
 
 def test_nested_calls_run_beside_a_parent_that_holds_every_node(clusters):
-    c = clusters.start(nodes=1, workers_per_node=2)
+    c = clusters.start(nodes=2, workers_per_node=1)
     burla.connect(c.record.head, c.record.token)
     out = rpm(outer, range(4), spinner=False)  # 4 parents on 2 slots, each waiting on 3 children
-    (node_pid,) = {p.pid for p in c.procs[1:]}
+    node_pids = {p.pid for p in c.procs[1:]}
     assert [sorted(y for y, _ in got) for _, got in out] == [[x * 10, x * 10 + 1, x * 10 + 2] for x in range(4)]
-    assert {pid for pid, _ in out} == {pid for _, got in out for _, pid in got} == {node_pid}  # the same node
+    assert {pid for _, got in out for _, pid in got} <= node_pids  # the cluster's own nodes
     wait_until(lambda: http_get(c, "/v1/cluster")["jobs_running"] == 0, 10, "every job to end")
 
 

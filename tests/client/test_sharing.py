@@ -1,5 +1,5 @@
-"""Work distribution on real multi-node local clusters (issue 10): every slot is used, and a
-second job gets a fair share of a cluster a big job holds, between calls."""
+"""Work distribution on real multi-node local clusters (issue 10): every slot is used, results
+stream, and a second job gets a fair share of a cluster a big job holds, between calls."""
 
 import os
 import subprocess
@@ -26,6 +26,19 @@ def test_every_slot_of_a_multi_node_cluster_runs_slow_calls(clusters):
     ran = rpm(worker_pid, [0.3] * 60, spinner=False)
     assert len({pid for pid, _ in ran}) == 20  # no slot left idle while inputs were queued
     assert len({node for _, node in ran}) == 2
+
+
+def test_results_stream_from_every_node_of_a_cluster(clusters, tmp_path):
+    from .test_map import _waits_for_its_neighbour
+
+    c = clusters.start(nodes=2, workers_per_node=1)
+    burla.connect(c.record.head, c.record.token)
+    got = []
+    for value in rpm(_waits_for_its_neighbour, [(i, str(tmp_path)) for i in range(10)], generator=True,
+                     spinner=False):
+        (tmp_path / str(value)).touch()  # odd inputs run only once the client has this one
+        got.append(value)
+    assert sorted(got) == list(range(10))
 
 
 BIG_JOB = """

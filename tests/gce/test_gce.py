@@ -71,6 +71,12 @@ def cluster_down(tmp_path, fake):
         cli(tmp_path, "down", name)
 
 
+def nested_sum(x):
+    from burla import remote_parallel_map
+
+    return sum(remote_parallel_map(abs, [x, -x, x], spinner=False))
+
+
 def test_up_runs_a_job_then_down_leaves_nothing(tmp_path, fake, cluster_down):
     spec = write_spec(tmp_path, fake, zones=("us-central1-a", "us-central1-b"))
     fake.exhausted_zones.add("us-central1-a")  # zone fallback
@@ -83,6 +89,7 @@ def test_up_runs_a_job_then_down_leaves_nothing(tmp_path, fake, cluster_down):
     assert rec["token"] not in json.dumps(next(iter(fake.instances.values()))["metadata"]["items"][0])  # not in the script
     burla.connect(rec["head"], rec["token"])
     assert rpm(abs, range(-20, 0), spinner=False) == list(range(20, 0, -1))
+    assert rpm(nested_sum, range(4), spinner=False) == [3 * x for x in range(4)]  # nested calls, on the VMs
     status = json.loads(cli(tmp_path, "status", "--json").stdout)
     assert [r["name"] for r in status["resources"] if r["role"] == "node"] == ["burla-g1-node-1", "burla-g1-node-2"]
     assert {r["state"] for r in status["resources"]} == {"RUNNING"}
