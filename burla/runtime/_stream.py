@@ -20,10 +20,17 @@ from typing import Any
 
 import cloudpickle
 
+from .._errors import SerializationError
 from ..transport._codec import ItemError, ResultBatch
-from ..transport._payload import Packer
+from ..transport._framing import DEFAULT_MAX_MESSAGE
+from ..transport._payload import Packer, TooBig
 
 RESULT_INTERVAL = 0.02  # seconds a finished result may wait for the rest of its batch
+# One result must fit one message with room to spare; results pile up to FLUSH_BYTES at most
+# before they are sent, so a batch of big results never adds up past it either (issue 11: a
+# 1.1 GiB result used to crash its worker and be retried forever).
+MAX_RESULT_BYTES = DEFAULT_MAX_MESSAGE - (16 << 20)
+FLUSH_BYTES = 64 << 20
 
 
 class ResultStream:
@@ -50,11 +57,16 @@ class ResultStream:
         """The call of input ``index`` returned ``result`` (None with ``error``)."""
         with self._cond:
             try:
-                self._packer.add(result)
+                self._packer.add(result, limit=MAX_RESULT_BYTES)
+            except TooBig as e:
+                error = _result_error(index, SerializationError(
+                    f"the result of input {index} pickles to {e.size / 2**20:.0f} MiB, over the "
+                    f"{MAX_RESULT_BYTES / 2**20:.0f} MiB a result may take: write it to storage the "
+                    "client can read and return its path"))
+                self._packer.add(None)
             except Exception as e:
-                err = TypeError(f"the function returned {type(result).__name__!r} for input {index}, "
-                                f"which cannot be pickled: {e}")
-                error = ItemError(index, "TypeError", str(err), cloudpickle.dumps(err))
+                error = _result_error(index, TypeError(
+                    f"the function returned {type(result).__name__!r} for input {index}, which cannot be pickled: {e}"))
                 self._packer.add(None)
             if error is not None:
                 self._errors.append(error)
@@ -62,6 +74,8 @@ class ResultStream:
             if not self._oldest:
                 self._oldest = time.monotonic()
                 self._cond.notify()
+            if self._packer.size >= FLUSH_BYTES:  # big results go now: a batch stays one message
+                self._flush()
 
     def finish(self) -> None:
         """The batch is done: send what is left (the sender may have sent it all)."""
@@ -92,3 +106,7 @@ class ResultStream:
                     self._flush()
                 except Exception:  # connection gone: the reader thread ends the process
                     return
+
+
+def _result_error(index: int, err: Exception) -> ItemError:
+    return ItemError(index, type(err).__name__, str(err), cloudpickle.dumps(err))

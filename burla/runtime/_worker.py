@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import mmap
 import os
+import pickle
 import queue
 import signal
 import sys
@@ -30,6 +31,7 @@ from typing import Any
 import cloudpickle
 
 from .. import _nested
+from .._errors import SerializationError
 from ..transport._blocking import BlockingConnection
 from ..transport._codec import (
     EndJob,
@@ -42,7 +44,7 @@ from ..transport._codec import (
     StartJob,
     WorkerHello,
 )
-from ..transport._payload import unpack
+from ..transport._payload import pickles
 from ._capture import LineCapture
 from ._status import STATUS
 from ._stream import ResultStream
@@ -125,13 +127,16 @@ class Worker:
         """Run the batch's calls; their results stream out as they finish (``_stream``)."""
         fn = self.function
         self.results.begin(batch.job_id, batch.start)
-        for i, args in enumerate(unpack(batch.ends, batch.payload)):
+        for i, data in enumerate(pickles(batch.ends, batch.payload)):
             index = batch.start + i
+            # Named before its input is unpickled: an input whose unpickling kills the
+            # process (os._exit in __reduce__) is charged its retries like any crash.
             STATUS.pack_into(self.status, 0, index, time.monotonic())
             self.capture.index = index
             t0 = time.perf_counter()
             error: ItemError | None = None
             try:
+                args = _load_input(index, data)
                 if self.timeout:
                     signal.setitimer(signal.ITIMER_REAL, self.timeout)
                 try:
@@ -178,6 +183,16 @@ class _Baseline:
         if dict(os.environ) != self.environ:
             os.environ.clear()
             os.environ.update(self.environ)
+
+
+def _load_input(index: int, data: memoryview) -> Any:
+    """One input, unpickled inside its call's ``try``: one that cannot be (its
+    ``__reduce__`` raises, a module is missing here) fails alone, as its own
+    error, instead of crashing the worker with the whole batch (issue 11)."""
+    try:
+        return pickle.loads(data)
+    except Exception as e:
+        raise SerializationError(f"input {index} could not be unpickled on the worker: {type(e).__name__}: {e}") from e
 
 
 def _item_error(index: int, e: BaseException) -> ItemError:

@@ -46,6 +46,14 @@ def _bytes_pickle_header(n: int) -> bytes:
     return b"\x80\x05\x8e" + n.to_bytes(8, "little")
 
 
+class TooBig(Exception):
+    """An object pickled to more than the limit it was added under."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
+
+
 class Packer:
     """Pickles objects one by one into a growing batch."""
 
@@ -63,10 +71,13 @@ class Packer:
     def size(self) -> int:
         return self._base + self._buf.tell()
 
-    def add(self, obj: Any) -> int:
-        """Pickle ``obj``; return its pickled size.  On failure the batch is unchanged."""
+    def add(self, obj: Any, limit: int | None = None) -> int:
+        """Pickle ``obj``; return its pickled size.  On failure, or past ``limit``
+        bytes (``TooBig``), the batch is unchanged."""
         start = self.size
         if type(obj) is bytes and len(obj) >= ZERO_COPY_BYTES:
+            if limit is not None and len(obj) > limit:
+                raise TooBig(len(obj))
             self._flush()
             header = _bytes_pickle_header(len(obj))
             self._segments += [header, obj, b"."]
@@ -75,6 +86,8 @@ class Packer:
             mark = self._buf.tell()
             try:
                 self._pickler.dump(obj)
+                if limit is not None and self._buf.tell() - mark > limit:
+                    raise TooBig(self._buf.tell() - mark)
             except BaseException:
                 self._buf.seek(mark)
                 self._buf.truncate()
@@ -117,6 +130,13 @@ def payload_view(payload: Any) -> memoryview:
 
         return raw_view(payload)
     return memoryview(payload)
+
+
+def pickles(ends: list[int], payload: Any) -> list[memoryview]:
+    """The pickle of each object of a batch, not yet loaded."""
+    view = payload_view(payload)
+    starts = [0, *ends[:-1]]
+    return [view[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
 def unpack(ends: list[int], payload: Any) -> list[Any]:
