@@ -60,6 +60,9 @@ class LocalCluster:
             self._lifeline_w = None
 
 
+NODE_RECONNECT_FOR = 600.0  # seconds a local node keeps trying a head it lost (it dies with an attached parent)
+
+
 def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: int | None = None,
                         attached: bool = True, log_dir: str | None = None) -> LocalCluster:
     token = secrets.token_urlsafe(32)
@@ -88,7 +91,10 @@ def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: i
         spawn(head_args(name, listen_fd=listen.fileno(), http_fd=http.fileno()), (listen.fileno(), http.fileno()),
               "head.log")
         for i in range(nodes):
-            spawn(node_args(f"127.0.0.1:{port}", f"{name}-node-{i}", workers=workers_per_node), (), f"node-{i}.log")
+            # A head that pauses (SIGSTOP, a stalled disk) comes back to its nodes: they keep
+            # their warm workers and register again, as Docker and GCE nodes do (issue 11).
+            spawn(node_args(f"127.0.0.1:{port}", f"{name}-node-{i}", workers=workers_per_node,
+                            reconnect_for=NODE_RECONNECT_FOR), (), f"node-{i}.log")
     except BaseException:
         stop_pids([p.pid for p in procs], 2.0, procs)
         raise

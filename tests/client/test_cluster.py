@@ -219,3 +219,19 @@ def test_client_killed_mid_job_frees_the_nodes(clusters):
                "the node to be freed")
     burla.connect(c.record.head, c.record.token)
     assert rpm(abs, [-3], spinner=False) == [3]
+
+
+def test_nodes_come_back_after_the_head_pauses_past_their_timeout(clusters):
+    c = clusters.start(nodes=1, workers_per_node=1)
+    head, node = psutil.Process(c.procs[0].pid), psutil.Process(c.procs[1].pid)
+    port = int(c.record.head.rsplit(":", 1)[1])
+    link = {x.laddr for x in node.net_connections("tcp") if x.raddr and x.raddr.port == port}
+    head.suspend()  # a 10 s pause: the node declares it dead after 6 s
+    try:
+        wait_until(lambda: not link & {x.laddr for x in node.net_connections("tcp")}, 30, "the node to drop the link")
+    finally:
+        head.resume()
+    assert node.is_running() and node.status() != psutil.STATUS_ZOMBIE  # it did not give up
+    wait_until(lambda: len(http_get(c, "/v1/cluster")["nodes"]) == 1, 60, "the node to register again")
+    burla.connect(c.record.head, c.record.token)
+    assert rpm(slow_identity, range(4), spinner=False) == list(range(4))
