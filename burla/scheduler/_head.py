@@ -166,9 +166,13 @@ class Head:
 
     async def _serve_node(self, conn: Connection, hello: NodeHello) -> None:
         node_id = hello.node_id
-        if node_id in self._nodes:
-            log.warning("node %s registered again: dropping its old connection", node_id)
-            self._nodes.pop(node_id).abort()
+        old = self._nodes.get(node_id)
+        if old is not None and not old.closed:
+            # A peer must not evict a live node by reusing its id; a node that really
+            # restarted gets in once its old connection is seen closed or silent.
+            raise ProtocolError(f"node id {node_id!r} is registered already (from {old.peer})")
+        if old is not None:
+            self._nodes.pop(node_id)
             self._run(self.state.node_left(node_id))
         self._nodes[node_id] = conn
         info = self.node_info[node_id] = NodeInfo(conn.peer, hello.provider, time.time(), time.time())

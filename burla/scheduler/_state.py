@@ -237,6 +237,9 @@ class HeadState:
             return []  # canceled or finished meanwhile
         if job.credit_out <= 0:
             return self._end(job, "failed", JobError("JobFailed", "client sent inputs without credit"))
+        if batch.start != job.received or not batch.ends:  # a duplicate or a gap: it would run twice or never
+            why = f"client sent an input batch at {batch.start} of {len(batch.ends)} input(s), expected {job.received}"
+            return self._end(job, "failed", JobError("JobFailed", why))
         job.credit_out -= 1
         job.received += len(batch.ends)
         job.batches_in += 1

@@ -254,9 +254,9 @@ class Connection:
             body = self._p.take_frame()
             try:
                 msg = decode(body)
-            except msgspec.DecodeError as e:
+            except (msgspec.DecodeError, RecursionError) as e:  # RecursionError: absurdly deep nesting
                 self.abort()
-                raise ProtocolError(f"malformed message from {self.peer}: {e}") from None
+                raise ProtocolError(f"malformed message from {self.peer}: {type(e).__name__}: {e}") from None
             if not isinstance(msg, Heartbeat):
                 return msg, body
 

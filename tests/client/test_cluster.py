@@ -235,3 +235,31 @@ def test_nodes_come_back_after_the_head_pauses_past_their_timeout(clusters):
     wait_until(lambda: len(http_get(c, "/v1/cluster")["nodes"]) == 1, 60, "the node to register again")
     burla.connect(c.record.head, c.record.token)
     assert rpm(slow_identity, range(4), spinner=False) == list(range(4))
+
+
+def test_an_authenticated_peer_cannot_evict_a_live_node_or_crash_the_head(on_cluster):
+    import asyncio
+
+    from burla.transport import connect
+    from burla.transport._framing import frame_message
+    from burla.transport.messages import NodeHello
+
+    host, port = on_cluster.record.head.rsplit(":", 1)
+    (live,) = [n["node_id"] for n in http_get(on_cluster, "/v1/cluster")["nodes"]]
+
+    async def impostor():
+        conn = await connect(host, int(port), on_cluster.record.token)
+        conn.send_nowait(NodeHello(live, "evil", 64, 1 << 40, 64))
+        with pytest.raises(burla.ConnectionLost):
+            await asyncio.wait_for(conn.recv(), 10)  # refused: closed without a Welcome
+        deep = await connect(host, int(port), on_cluster.record.token)
+        for chunk in frame_message(b"\x91" * 200_000 + b"\xc0"):  # 200,000 nested arrays
+            deep._transport.write(chunk)
+        with pytest.raises(burla.ConnectionLost):
+            await asyncio.wait_for(deep.recv(), 10)
+
+    asyncio.run(impostor())
+    nodes = http_get(on_cluster, "/v1/cluster")["nodes"]
+    assert [(n["node_id"], n["host"]) for n in nodes] == [(live, nodes[0]["host"])] and nodes[0]["host"] != "evil"
+    assert rpm(abs, [-1, -2], spinner=False) == [1, 2]
+    assert on_cluster.procs[0].poll() is None

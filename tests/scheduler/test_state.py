@@ -535,3 +535,16 @@ def test_a_lost_node_requeues_the_batches_of_every_job_it_served():
     s.node_left("n1")
     assert s.queue.length("parent") == 1 and s.queue.length("child") == 1
     assert not s.jobs["parent"].nodes and not s.jobs["child"].nodes
+
+
+def test_a_duplicate_or_out_of_order_input_batch_fails_the_job_with_a_reason():
+    for starts in ([0, 0], [0, 5], [1]):
+        s = HeadState()
+        s.node_joined(node("n1"))
+        s.submit("c", spec("j"), 0)
+        cmds = []
+        for start in starts:
+            cmds += s.input_batch("c", batch("j", start, 1))
+        ended = to_client(cmds, JobEnded)
+        assert ended and ended[0].status == "failed" and "expected" in ended[0].error.message, starts
+        assert "j" not in s.jobs and s.nodes["n1"].job_id is None
