@@ -14,7 +14,9 @@ import asyncio
 import hashlib
 import hmac
 import json
+import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -31,7 +33,18 @@ TOKEN_KEY: web.AppKey[str] = web.AppKey("token")
 CLOSING_KEY: web.AppKey[asyncio.Event] = web.AppKey("closing")
 EVENTS_INTERVAL = 0.5  # seconds between server-sent snapshots
 COOKIE = "burla_session"
+SESSION_SECONDS = 12 * 3600  # a dashboard login lasts this long (issue 11: it used to never expire)
 PUBLIC = ("/login", "/static/")
+# Nothing here is meant to be framed, sniffed or to load from elsewhere (clickjacking of cancel
+# and restart, issue 11).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+REVOKED_KEY: web.AppKey[dict[str, float]] = web.AppKey("revoked")  # session id -> its expiry
 _STATIC = resources.files("burla.scheduler") / "static"
 
 
@@ -43,6 +56,38 @@ def _equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+def _new_session(token: str) -> str:
+    """A session cookie: a random id and an expiry, signed with the token."""
+    sid, expires = secrets.token_urlsafe(16), int(time.time()) + SESSION_SECONDS
+    return f"{sid}.{expires}.{_derive(token, f'session:{sid}:{expires}')}"
+
+
+def _session_id(request: web.Request) -> str | None:
+    """The id of the request's valid, unexpired, not logged-out session, if any."""
+    sid, _, rest = request.cookies.get(COOKIE, "").partition(".")
+    expires, _, mac = rest.partition(".")
+    if not (sid and expires.isdigit() and mac) or int(expires) < time.time():
+        return None
+    if not _equal(mac, _derive(request.app[TOKEN_KEY], f"session:{sid}:{expires}")):
+        return None
+    return None if sid in request.app[REVOKED_KEY] else sid
+
+
+def _csrf(token: str, sid: str) -> str:
+    return _derive(token, f"csrf:{sid}")
+
+
+@web.middleware
+async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        resp = await handler(request)
+    except web.HTTPException as e:  # redirects and errors carry them too
+        e.headers.update(SECURITY_HEADERS)
+        raise
+    resp.headers.update(SECURITY_HEADERS)
+    return resp
+
+
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith(PUBLIC):
@@ -51,8 +96,8 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     bearer = request.headers.get("Authorization", "")
     if bearer.startswith("Bearer ") and _equal(bearer[7:].strip(), token):
         return await handler(request)
-    if _equal(request.cookies.get(COOKIE, ""), _derive(token, "session")):
-        csrf_ok = _equal(request.headers.get("X-CSRF-Token", ""), _derive(token, "csrf"))
+    if (sid := _session_id(request)) is not None:
+        csrf_ok = _equal(request.headers.get("X-CSRF-Token", ""), _csrf(token, sid))
         if request.method not in ("GET", "HEAD") and not csrf_ok:
             return web.json_response({"error": "missing or wrong X-CSRF-Token header"}, status=403)
         return await handler(request)
@@ -84,11 +129,18 @@ async def _login(request: web.Request) -> web.Response:
     if not _equal(str(form.get("token", "")), token):
         return _login_page(status=401, message="That is not this cluster's token.")
     resp = web.HTTPSeeOther("/")
-    resp.set_cookie(COOKIE, _derive(token, "session"), httponly=True, samesite="Strict", path="/")
+    resp.set_cookie(COOKIE, _new_session(token), httponly=True, samesite="Strict", path="/", max_age=SESSION_SECONDS)
     raise resp
 
 
 async def _logout(request: web.Request) -> web.Response:
+    """The session ends here, not only in this browser: its cookie is refused from now on."""
+    sid = _session_id(request)  # logging out needs the session (and its CSRF header): see _auth
+    revoked, now = request.app[REVOKED_KEY], time.time()
+    for old in [k for k, until in revoked.items() if until < now]:  # expired ones need no list
+        del revoked[old]
+    if sid:
+        revoked[sid] = now + SESSION_SECONDS
     resp = web.HTTPSeeOther("/login")
     resp.del_cookie(COOKIE, path="/")
     raise resp
@@ -96,7 +148,7 @@ async def _logout(request: web.Request) -> web.Response:
 
 async def _static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    if name not in ("app.js", "style.css"):
+    if name not in ("app.js", "login.js", "style.css"):
         raise web.HTTPNotFound()
     kind = "application/javascript" if name.endswith(".js") else "text/css"
     return web.Response(text=(_STATIC / name).read_text(), content_type=kind)
@@ -125,7 +177,8 @@ def _int(request: web.Request, key: str, default: int, hi: int) -> int:
 
 
 async def _get_session(request: web.Request) -> web.Response:
-    return web.json_response({"csrf": _derive(request.app[TOKEN_KEY], "csrf")})
+    sid = _session_id(request)
+    return web.json_response({"csrf": _csrf(request.app[TOKEN_KEY], sid) if sid else ""})
 
 
 async def _get_cluster(request: web.Request) -> web.Response:
@@ -191,9 +244,10 @@ async def _streams_end_on_shutdown(app: web.Application) -> AsyncIterator[None]:
 
 async def start_http(head: HeadView, token: str, sock: socket.socket) -> web.AppRunner:
     """Serve the API and dashboard on ``sock``; ``await runner.cleanup()`` stops it."""
-    app = web.Application(middlewares=[_auth], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[_headers, _auth], client_max_size=64 * 1024)
     app[HEAD_KEY] = head
     app[TOKEN_KEY] = token
+    app[REVOKED_KEY] = {}
     app.cleanup_ctx.append(_streams_end_on_shutdown)
     r = app.router
     r.add_get("/", _index)

@@ -1,5 +1,6 @@
 """The head's HTTP API and dashboard endpoints, over real HTTP to a real cluster."""
 
+import copy
 import http.cookiejar
 import json
 import threading
@@ -75,6 +76,37 @@ def test_login_sets_a_safe_cookie_and_csrf_guards_posts(on_cluster):
     assert status == 403  # cookie without CSRF header
     status, _ = web.json("POST", "/v1/nodes/none/restart", headers={"X-CSRF-Token": session["csrf"]})
     assert status == 404  # got past auth and CSRF
+
+
+def test_a_session_expires_and_logging_out_ends_it_for_good(on_cluster):
+    import time
+
+    web = Http(on_cluster.record.http)
+    web.request("POST", "/login", {"token": on_cluster.record.token})
+    cookie = next(c for c in web.jar if c.name == "burla_session")
+    sid, expires, _mac = cookie.value.split(".")
+    assert time.time() + 11 * 3600 < int(expires) <= time.time() + 12 * 3600 + 5  # 12 hours
+    assert cookie.expires is not None  # the browser drops it too
+    _, session = web.json("GET", "/v1/session")
+    stolen = Http(on_cluster.record.http)  # a copy of the cookie, as a thief would keep it
+    stolen.jar.set_cookie(cookie)
+    assert stolen.json("GET", "/v1/cluster")[0] == 200
+    forged = copy.copy(cookie)
+    forged.value = f"{sid}.{int(expires) + 3600}.{_mac}"
+    other = Http(on_cluster.record.http)
+    other.jar.set_cookie(forged)
+    assert other.json("GET", "/v1/cluster")[0] == 401  # the expiry is signed
+    web.request("POST", "/logout", headers={"X-CSRF-Token": session["csrf"]})
+    assert stolen.json("GET", "/v1/cluster")[0] == 401  # logged out: the copy is dead too
+
+
+def test_every_response_forbids_framing_sniffing_and_foreign_content(on_cluster):
+    web = Http(on_cluster.record.http)
+    for path in ("/login", "/", "/v1/cluster", "/static/app.js"):
+        _status, _body, headers = web.request("GET", path)
+        assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff", path
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"] and "default-src 'self'" in \
+            headers["Content-Security-Policy"], path
 
 
 def test_cluster_shows_nodes_with_live_stats(api, on_cluster):
