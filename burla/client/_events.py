@@ -1,6 +1,7 @@
 """What a job's channel carries from the client's loop thread to the caller.
 
-Results and the job's end arrive from the head; ``Lost`` when the connection
+Results, print output and the job's end arrive from the head, in the order
+the head sent them; ``Lost`` when the connection
 (or the loop thread) is gone; ``FeedFailed`` when the user's input iterator
 raised or an input could not be pickled, on the feeder thread.  Typed values,
 never exceptions passed around as messages.
@@ -11,12 +12,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._errors import ConnectionLost
-from ..transport.messages import JobEnded, ResultBatchView
+from ..transport.messages import JobEnded, LogLine, ResultBatchView
 
 
 @dataclass(frozen=True)
 class Results:
     batch: ResultBatchView
+
+
+@dataclass(frozen=True)
+class Logs:
+    """Lines the job's calls printed, for the caller's thread to write: a stdout
+    that blocks (a pager, a slow pipe) then stalls the caller and, through the
+    log window, the printing workers -- never the loop thread's heartbeats."""
+
+    lines: list[LogLine]
+
+
+@dataclass(frozen=True)
+class Notice:
+    text: str
 
 
 @dataclass(frozen=True)
@@ -34,4 +49,4 @@ class FeedFailed:
     error: BaseException
 
 
-JobEvent = Results | Ended | Lost | FeedFailed
+JobEvent = Results | Logs | Notice | Ended | Lost | FeedFailed

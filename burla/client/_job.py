@@ -18,7 +18,7 @@ from .._errors import ConnectionLost, JobCanceled
 from ..transport._payload import Segments, unpack
 from ..transport.messages import INITIAL_INPUT_CREDIT, InputBatch, SubmitJob
 from . import _cluster
-from ._events import Ended, FeedFailed, Lost, Results
+from ._events import Ended, FeedFailed, Logs, Lost, Notice, Results
 from ._pickling import Batcher, dumps_function
 from ._progress import Progress
 from ._results import job_error, rebuild
@@ -127,6 +127,8 @@ class JobRun:
                         progress.advance(len(values))
                         for i, value in enumerate(values):
                             yield rb.start + i, value
+                    case Logs() | Notice() as shown:
+                        job.show(shown)
                     case Ended(msg=ended):
                         finished = True
                         if ended.status != "done":

@@ -45,7 +45,7 @@ from ..transport.messages import (
     SubmitJob,
     Welcome,
 )
-from ._events import Ended, JobEvent, Lost, Results
+from ._events import Ended, JobEvent, Logs, Lost, Notice, Results
 
 log = logging.getLogger("burla.client")
 T = TypeVar("T")
@@ -85,10 +85,9 @@ class JobChannel:
                 self._end()
                 self._events.put(Ended(msg))
             case LogBatch(lines=lines):
-                _print_lines(lines)
-                self.session._send_quietly(LogAck(self.job_id, 1))  # printed: the worker may send more
+                self._events.put(Logs(lines))  # printed by the caller's thread (issue 11)
             case JobNotice(text=text):
-                _print_notice(text)
+                self._events.put(Notice(text))
 
     def _lost(self, error: ConnectionLost) -> None:
         self._end()
@@ -148,6 +147,15 @@ class JobChannel:
     def inputs_done(self, total: int) -> None:
         self.send_nowait(InputsDone(self.job_id, total))
 
+    def show(self, event: Logs | Notice) -> None:
+        """Write print output or a notice (on the caller's thread); printed log
+        lines give their worker its log credit back."""
+        if isinstance(event, Notice):
+            _print_notice(event.text)
+            return
+        _print_lines(event.lines)
+        self.send_nowait(LogAck(self.job_id, 1))
+
     def ack(self, batches: int = 1) -> None:
         """Results consumed: acks coalesce into one ResultAck per loop wake-up."""
         with self._lock:
@@ -169,6 +177,8 @@ class JobChannel:
                 match self.next_event(left):
                     case Ended(msg=msg):
                         return msg
+                    case Logs() | Notice() as shown:
+                        self.show(shown)
                     case Lost() | None:
                         return None
             return None

@@ -69,3 +69,36 @@ def test_a_million_printed_lines_all_arrive_with_flat_memory(tmp_path):
     growth = {pid: (peak.get(pid, 0) - rss) / 2**20 for pid, rss in base.items()}
     print(f"daemon RSS growth while 10^6 lines streamed: {growth} MiB")
     assert all(g < 64 for g in growth.values()), f"daemon RSS grew by {growth} MiB"
+
+
+STALLED_STDOUT = """
+import burla
+def chatty(i):
+    for j in range(20_000):
+        print(f"{i:02d} {j:05d} " + "x" * 80)
+    return i
+out = burla.remote_parallel_map(chatty, range(15), spinner=False)
+print("RESULT", sum(out), flush=True)
+"""
+
+
+def test_a_client_whose_stdout_blocks_keeps_its_job(on_cluster):
+    """A pager or a slow pipe stops reading: the job waits for it (the log window), and the
+    client's connection lives on (its loop thread never writes to stdout)."""
+    import subprocess
+    import sys
+    import time
+
+    from ..conftest import ROOT
+
+    env = dict(os.environ, PYTHONPATH=ROOT, BURLA_HEAD=on_cluster.record.head, BURLA_TOKEN=on_cluster.record.token)
+    p = subprocess.Popen([sys.executable, "-c", STALLED_STDOUT], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        time.sleep(10)  # the fault itself: nobody reads the pipe for longer than the 6 s idle timeout
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    lines = out.decode().splitlines()
+    assert p.returncode == 0, err.decode()[-2000:]
+    assert lines[-1] == f"RESULT {sum(range(15))}" and len(lines) == 300_001
