@@ -45,10 +45,23 @@ class Launcher(Protocol):
 # --- processes ---------------------------------------------------------------------------
 
 
+def _oom_kills() -> int | None:
+    """The kernel's count of out-of-memory kills since boot (None: not known here)."""
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 class ProcessHandle:
     def __init__(self, proc: asyncio.subprocess.Process):
         self.proc = proc
         self.pid: int | None = proc.pid
+        self._oom_kills = _oom_kills()  # a SIGKILL is blamed on memory only if this moved meanwhile
 
     @property
     def alive(self) -> bool:
@@ -68,8 +81,16 @@ class ProcessHandle:
             return "worker connection lost"
         if code < 0:
             name = signal.Signals(-code).name
-            return f"worker died from {name}" + (" (killed: possibly out of memory)" if name == "SIGKILL" else "")
+            return f"worker died from {name}" + (self._sigkill_cause() if name == "SIGKILL" else "")
         return f"worker exited with code {code} (os._exit or sys.exit outside the call?)"
+
+    def _sigkill_cause(self) -> str:
+        now = _oom_kills()
+        if now is None or self._oom_kills is None:
+            return " (killed: out of memory, or a kill -9 from outside burla)"
+        if now > self._oom_kills:
+            return " (the kernel's out-of-memory killer ran meanwhile: the machine likely ran out of memory)"
+        return " (a kill -9 from outside burla: the kernel's out-of-memory killer did not run)"
 
 
 class ProcessLauncher:

@@ -179,6 +179,19 @@ def test_input_that_always_kills_its_worker_raises_worker_crashed(on_cluster):
     assert info.value.input_index == 3 and "code 9" in str(info.value)
 
 
+def test_a_sigkill_from_outside_is_not_blamed_on_memory(on_cluster):
+    def shot(x):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(burla.WorkerCrashed) as info:
+        rpm(shot, [0], max_retries=0, spinner=False)
+    assert "SIGKILL" in str(info.value) and "kill -9 from outside burla" in str(info.value)
+    assert "ran out of memory" not in str(info.value)
+
+
 def test_func_ram_is_enforced(on_cluster):
     def hog(x):
         block = bytearray(600 << 20)  # 600 MiB against a 256 MiB limit
