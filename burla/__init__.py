@@ -21,6 +21,7 @@ from ._errors import (
     ProtocolError,
     ProviderError,
     RemoteError,
+    ResultTooBig,
     SerializationError,
     WorkerCrashed,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "ProtocolError",
     "ProviderError",
     "RemoteError",
+    "ResultTooBig",
     "SerializationError",
     "WorkerCrashed",
     "__version__",

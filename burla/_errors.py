@@ -4,6 +4,7 @@
     ├── ConfigError (ValueError)            bad argument, cluster.yaml or config
     ├── SerializationError (TypeError)      function or input cannot be pickled
     ├── InputTooBig (ValueError)            one input exceeds the size limit
+    ├── ResultTooBig (ValueError)           one result exceeds what a message may carry
     ├── ClusterUnreachable (ConnectionError) no head answers at the address
     │   └── ConnectionLost                  the head went away mid-job
     ├── AuthenticationError (PermissionError) the head refused our token
@@ -39,6 +40,10 @@ class SerializationError(BurlaError, TypeError):
 
 
 class InputTooBig(BurlaError, ValueError):
+    pass
+
+
+class ResultTooBig(BurlaError, ValueError):
     pass
 
 

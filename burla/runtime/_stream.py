@@ -20,7 +20,7 @@ from typing import Any
 
 import cloudpickle
 
-from .._errors import SerializationError
+from .._errors import ResultTooBig
 from ..transport._codec import ItemError, ResultBatch
 from ..transport._framing import DEFAULT_MAX_MESSAGE
 from ..transport._payload import Packer, TooBig
@@ -59,7 +59,7 @@ class ResultStream:
             try:
                 self._packer.add(result, limit=MAX_RESULT_BYTES)
             except TooBig as e:
-                error = _result_error(index, SerializationError(
+                error = _result_error(index, ResultTooBig(
                     f"the result of input {index} pickles to {e.size / 2**20:.0f} MiB, over the "
                     f"{MAX_RESULT_BYTES / 2**20:.0f} MiB a result may take: write it to storage the "
                     "client can read and return its path"))

@@ -95,7 +95,7 @@ def test_a_client_whose_stdout_blocks_keeps_its_job(on_cluster):
     p = subprocess.Popen([sys.executable, "-c", STALLED_STDOUT], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     try:
-        time.sleep(10)  # the fault itself: nobody reads the pipe for longer than the 6 s idle timeout
+        time.sleep(20)  # the fault itself: nobody reads the pipe for 20 s, past the 6 s idle timeout
         out, err = p.communicate(timeout=120)
     finally:
         p.kill()

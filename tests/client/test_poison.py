@@ -50,5 +50,5 @@ def test_an_input_whose_unpickling_kills_the_worker_is_charged_its_retries(on_cl
 
 
 def test_a_result_too_big_for_one_message_is_an_error_not_a_retry(on_cluster):
-    with pytest.raises(burla.SerializationError, match=r"result of input 0 pickles to 1100 MiB"):
+    with pytest.raises(burla.ResultTooBig, match=r"result of input 0 pickles to 1100 MiB, over the 1008 MiB"):
         rpm(huge, [0], spinner=False)
