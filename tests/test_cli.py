@@ -190,7 +190,8 @@ def test_exported_names():
     assert sorted(burla.__all__) == sorted([
         "AuthenticationError", "BurlaError", "CallTimeout", "ClusterUnreachable", "ConfigError", "ConnectionLost",
         "FunctionLoadError", "InputTooBig", "JobCanceled", "JobFailed", "NoCompatibleNodes", "ProtocolError", "ProviderError",
-        "RemoteError", "SerializationError", "WorkerCrashed", "__version__", "connect", "remote_parallel_map",
+        "RemoteError", "ResultTooBig", "SerializationError", "WorkerCrashed", "__version__", "connect",
+        "remote_parallel_map",
         "shutdown",
     ])
     for name in burla.__all__:
