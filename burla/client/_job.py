@@ -24,7 +24,6 @@ from ._progress import Progress
 from ._results import job_error, rebuild
 from ._session import JobChannel
 
-MAX_BATCH_ITEMS = 1024
 FEEDER_JOIN_TIMEOUT = 1.0  # seconds to wait for the feeder after the job ended (it may sit in the user's generator)
 
 
@@ -91,7 +90,7 @@ class JobRun:
         if self.total == 0:
             return
         session = _cluster.session()
-        batcher = Batcher(self.inputs, self.options.max_input_bytes, max_items=MAX_BATCH_ITEMS)
+        batcher = Batcher(self.inputs, self.options.max_input_bytes)
         job_id = f"{self.fn_name}-{secrets.token_urlsafe(6)}"
         first: list[InputBatch] = []
         while len(first) < INITIAL_INPUT_CREDIT and (b := batcher.next_batch()) is not None:

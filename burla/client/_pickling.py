@@ -98,6 +98,9 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
     return blob
 
 
+MAX_BATCH_ITEMS = 1024  # inputs in one batch, at most (calls of about 20 us each fill one)
+
+
 class Batcher:
     """Turns an iterable of inputs into (start, ends, payload) batches.
 
@@ -117,7 +120,7 @@ class Batcher:
     BATCH_SECONDS = 0.02
 
     def __init__(self, inputs: Any, max_input_bytes: int, max_bytes: int = 512 * 1024, max_delay: float = 0.02,
-                 max_items: int = 1024):
+                 max_items: int = MAX_BATCH_ITEMS):
         self._it = iter(inputs)
         self.target = 1  # inputs per batch to grow to (``observe``)
         self.size = 1  # inputs in the next batch

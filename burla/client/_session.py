@@ -19,7 +19,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from .. import _loop
@@ -163,8 +163,7 @@ class JobChannel:
             if self._ack_posted:
                 return
             self._ack_posted = True
-        if self.session.running:
-            self.session.loop.call_soon_threadsafe(self._flush_acks)
+        self.session.soon(self._flush_acks)
 
     def cancel(self, reason: str, timeout: float = 2.0) -> JobEnded | None:
         """Ask the head to cancel; wait up to ``timeout`` for its confirmation."""
@@ -200,11 +199,10 @@ class Session:
         self._thread = threading.Thread(target=self.loop.run_forever, name="burla-client", daemon=True)
         self._thread.start()
         try:
-            self.conn, welcome = self.call(self._connect(host, port, token, transport), CONNECT_TIMEOUT)
+            self.conn = self.call(self._connect(host, port, token, transport), CONNECT_TIMEOUT)
         except BaseException:
             self.close()
             raise
-        self.cluster_workers = welcome.workers
         self.call(self._start_reader(), CONNECT_TIMEOUT)
 
     @property
@@ -229,18 +227,22 @@ class Session:
 
     def post(self, msg: Message) -> None:
         """Send ``msg`` from any thread without waiting (dropped once the connection is gone)."""
+        self.soon(self._send_quietly, msg)
+
+    def soon(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop thread, from any thread (not once the session is gone)."""
         if self.running:
-            self.loop.call_soon_threadsafe(self._send_quietly, msg)
+            self.loop.call_soon_threadsafe(fn, *args)
 
     async def _connect(self, host: str, port: int, token: str,
-                       transport: TransportConfig) -> tuple[Connection, Welcome]:
+                       transport: TransportConfig) -> Connection:
         conn = await connect(host, port, token, transport)
         conn.send_nowait(ClientHello())
         welcome = await conn.recv()
         if not isinstance(welcome, Welcome):
             conn.abort()
             raise ProtocolError(f"head at {host}:{port} answered {type(welcome).__name__} to ClientHello")
-        return conn, welcome
+        return conn
 
     async def _start_reader(self) -> None:
         self._reader = asyncio.get_running_loop().create_task(self._read())

@@ -44,6 +44,19 @@ class Placement:
         self.tree_nodes: dict[str, dict[str, None]] = {}  # job tree (root job) -> nodes its jobs own
         self.guest_room_freed: set[str] = set()  # trees where guest slots came free: settle their waiting jobs
 
+    def joined(self, node: NodeState) -> None:
+        """A node registered: it is placed at the end of the event (``next_placement``)."""
+        self.pool.add(node)
+        self.epoch += 1
+        self.freed.append(node)
+
+    def left(self, node_id: str) -> NodeState | None:
+        """A node is gone (its jobs still to be detached by the caller)."""
+        node = self.pool.remove(node_id)
+        if node is not None:
+            self.epoch += 1
+        return node
+
     def share(self) -> int:
         """Nodes each job that holds or wants nodes may count on."""
         return max(1, len(self.pool) // max(1, len(self.holding) + len(self.starved)))
@@ -61,10 +74,7 @@ class Placement:
         """File the node under what it can take for ``job`` (at the end: the job's
         nodes take turns)."""
         node_id = node.node_id
-        job.open_half.pop(node_id, None)
-        job.open1.pop(node_id, None)
-        job.open2.pop(node_id, None)
-        job.empty.pop(node_id, None)
+        _unfile(job, node_id)
         if node.draining and node.job_id == job.job_id:
             return
         held, slots = job.held[node_id], job.nodes.get(node_id, 0)
@@ -114,8 +124,8 @@ class Placement:
         node_id = node.node_id
         job.workers -= job.nodes.pop(node_id, 0)
         job.held.pop(node_id, None)
-        for index in (job.open_half, job.open1, job.open2, job.empty, job.draining):
-            index.pop(node_id, None)
+        _unfile(job, node_id)
+        job.draining.pop(node_id, None)
         if node_id in job.guest_on:
             del job.guest_on[node_id]
             node.guest_slots[job.depth] -= node.guests.pop(job.job_id, 0)
@@ -204,10 +214,10 @@ class Placement:
         """Mark nodes of jobs above their share as draining until ``job`` (below
         its share, no free node to take) can reach it.  Returns the ones that
         hold nothing: they change hands now."""
-        if job.balanced_at == self.epoch or job.owned >= self.share():
+        share = self.share()
+        if job.balanced_at == self.epoch or job.owned >= share:
             return []
         job.balanced_at = self.epoch
-        share = self.share()
         need = share - job.owned - self.draining
         idle: list[tuple[JobState, NodeState]] = []
         for donor in sorted(self.holding.values(), key=lambda d: len(d.draining) - d.owned):
@@ -228,3 +238,9 @@ class Placement:
                 if need <= 0 or excess <= 0:
                     break
         return idle
+
+
+def _unfile(job: JobState, node_id: str) -> None:
+    """Take the node out of the job's indexes of what its nodes can take."""
+    for index in (job.open_half, job.open1, job.open2, job.empty):
+        index.pop(node_id, None)

@@ -87,16 +87,13 @@ class HeadState:
     # --- events: nodes ----------------------------------------------------------
 
     def node_joined(self, node: NodeState) -> list[Command]:
-        self.pool.add(node)
-        self.placement.epoch += 1
-        self.placement.freed.append(node)
+        self.placement.joined(node)
         return self._finish([])
 
     def node_left(self, node_id: str) -> list[Command]:
-        node = self.pool.remove(node_id)
+        node = self.placement.left(node_id)
         if node is None:
             return []
-        self.placement.epoch += 1
         cmds: list[Command] = []
         for job in self._jobs_on(node):
             held = job.held[node_id]
@@ -143,9 +140,7 @@ class HeadState:
         node = self.nodes.get(node_id)
         if job is None or node is None or (job_id, start) not in node.inflight:
             return []
-        node.inflight.discard((job_id, start))
-        job.held[node_id] -= 1
-        _, batch = job.inflight.pop(start)
+        batch = self._unhold(job, node, start)
         job.held_bytes -= _size(batch)
         batch = remaining(batch, job.progress.pop(start, 0))
         parts = split_around(batch, crashed_index)
@@ -180,9 +175,7 @@ class HeadState:
             return []  # not the next part of that batch: a duplicate
         cmds: list[Command] = [ToClient(job.client_id, rb)]
         if done + len(rb.ends) == size:
-            node.inflight.discard((rb.job_id, start))
-            job.held[node_id] -= 1
-            job.held_bytes -= _size(job.inflight.pop(start)[1])
+            job.held_bytes -= _size(self._unhold(job, node, start))
             job.progress.pop(start, None)
             cmds += self._node_changed(job, node)
         else:
@@ -348,6 +341,13 @@ class HeadState:
         cmds.append(ToNode(node.node_id, batch))
         self.placement.track(job, node)
 
+    @staticmethod
+    def _unhold(job: JobState, node: NodeState, start: int) -> AnyInputBatch:
+        """The batch at ``start`` is no longer in flight on ``node`` (``_send``'s undo)."""
+        node.inflight.discard((job.job_id, start))
+        job.held[node.node_id] -= 1
+        return job.inflight.pop(start)[1]
+
     def _node_changed(self, job: JobState, node: NodeState) -> list[Command]:
         """A batch left ``node``: a draining node that is now idle changes hands."""
         if node.draining and node.job_id == job.job_id and not job.held[node.node_id]:
@@ -355,8 +355,14 @@ class HeadState:
         self.placement.track(job, node)
         return []
 
+    @staticmethod
+    def _slots_left(job: JobState) -> int | None:
+        """Worker slots the job may still take under max_parallelism (None: no cap)."""
+        return job.spec.max_parallelism - job.workers if job.spec.max_parallelism else None
+
     def _capped(self, job: JobState) -> bool:
-        return bool(job.spec.max_parallelism) and job.workers >= job.spec.max_parallelism
+        left = self._slots_left(job)
+        return left is not None and left <= 0
 
     def _release_idle_nodes(self, job: JobState, cmds: list[Command]) -> None:
         """Free nodes a job will never need again, so other jobs can use them."""
@@ -397,8 +403,8 @@ class HeadState:
 
     def _assign(self, job: JobState, node: NodeState) -> list[Command]:
         n = node.workers_for(job.spec)
-        if job.spec.max_parallelism:
-            n = min(n, job.spec.max_parallelism - job.workers)
+        if (left := self._slots_left(job)) is not None:
+            n = min(n, left)
         self.placement.attach(job, node, n)
         return [ToNode(node.node_id, self._assign_msg(job, n))]
 
@@ -417,8 +423,7 @@ class HeadState:
         """A node of the job's tree to run on beside its job (nested calls)."""
         if not job.depth or self._capped(job):
             return None
-        cap = job.spec.max_parallelism - job.workers if job.spec.max_parallelism else None
-        node = self.placement.take_guest(job, cap)
+        node = self.placement.take_guest(job, self._slots_left(job))
         if node is not None:
             cmds.append(ToNode(node.node_id, self._assign_msg(job, job.nodes[node.node_id], guest=True)))
         return node

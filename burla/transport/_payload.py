@@ -141,20 +141,4 @@ def pickles(ends: list[int], payload: Any) -> list[memoryview]:
 
 def unpack(ends: list[int], payload: Any) -> list[Any]:
     """Unpickle a batch; ``payload`` is bytes or a received view (msgspec.Raw)."""
-    view = payload_view(payload)
-    out = []
-    start = 0
-    for end in ends:
-        out.append(pickle.loads(view[start:end]))
-        start = end
-    return out
-
-
-def split(ends: list[int], payload: bytes) -> list[tuple[list[int], bytes]]:
-    """One (ends, payload) pair per object."""
-    parts = []
-    start = 0
-    for end in ends:
-        parts.append(([end - start], payload[start:end]))
-        start = end
-    return parts
+    return [pickle.loads(data) for data in pickles(ends, payload)]
