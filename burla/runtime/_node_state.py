@@ -62,6 +62,7 @@ from ..transport.messages import (
     StartJob,
 )
 from ._node_commands import ApplyLimits, Command, Kill, Respawn, Spawn, ToHead, ToWorker
+from ._status import LOADING
 
 __all__ = ["ApplyLimits", "Command", "Kill", "NodeState", "Respawn", "Spawn", "ToHead", "ToWorker", "WorkerPhase",
            "WorkerSlot"]
@@ -70,6 +71,9 @@ log = logging.getLogger("burla.node")
 TIMEOUT_GRACE = 2.0  # seconds past func_timeout before the node kills a call that ignored the alarm
 START_FAILURES_FATAL = 3  # workers of one job that exit before connecting before the job is failed
 RESPAWN_MAX_DELAY = 10.0  # seconds: backoff cap between replacements of workers that never come up
+# Workers of one job that die in a row on a node, with no result in between, outside any call (loading
+# the function, between inputs): no input can be charged, so past this many the job fails (issue 11).
+UNEXPLAINED_DEATHS_FATAL = 5
 
 
 class WorkerPhase(enum.Enum):
@@ -97,6 +101,7 @@ class JobSlot:
     pending: deque[InputBatchView] = field(default_factory=deque)
     start_failures: int = 0  # workers in the job's image that exited before connecting
     log_sources: deque[int] = field(default_factory=deque)  # worker of each log batch sent, oldest first
+    unexplained_deaths: int = 0  # workers that died outside any call since the job's last result here
 
     @property
     def job_id(self) -> str:
@@ -211,6 +216,8 @@ class NodeState:
             return [ToHead(rb)]
         w.outstanding.popleft()
         job = self.jobs.get(w.job_id or "")
+        if job is not None:
+            job.unexplained_deaths = 0
         return [ToHead(rb), *(self._pump(job) if job else [])]
 
     def worker_logs(self, wid: int, logs: LogBatch) -> list[Command]:
@@ -256,6 +263,9 @@ class NodeState:
             return self._never_connected(w, reason)
         reason = w.kill_reason or reason
         cmds: list[Command] = []
+        job = self.jobs.get(w.job_id or "")
+        if job is not None and crashed_index < 0 and w.kill_reason is None:
+            cmds += self._unexplained_death(job, reason, crashed_index == LOADING)
         for b in w.outstanding:
             inside = b.start <= crashed_index < b.start + len(b.ends)
             cmds.append(ToHead(BatchLost(b.job_id, b.start, crashed_index if inside else -1, reason)))
@@ -324,8 +334,19 @@ class NodeState:
                                                  "the image needs python3 >= 3.10 on its PATH")
         return [*cmds, self._respawn()]
 
-    def _setup_failure(self, job: JobSlot, message: str) -> list[Command]:
-        return [ToHead(JobSetupFailed(job.job_id, f"node {self.node_id}: {message}", "JobFailed"))]
+    def _setup_failure(self, job: JobSlot, message: str, kind: str = "JobFailed") -> list[Command]:
+        return [ToHead(JobSetupFailed(job.job_id, f"node {self.node_id}: {message}", kind))]
+
+    def _unexplained_death(self, job: JobSlot, reason: str, loading: bool) -> list[Command]:
+        """A worker of ``job`` died outside any call: charged to the job, which
+        fails once ``UNEXPLAINED_DEATHS_FATAL`` die in a row without a result."""
+        job.unexplained_deaths += 1
+        if job.unexplained_deaths != UNEXPLAINED_DEATHS_FATAL:
+            return []
+        where = "while unpickling the function" if loading else "between calls, not while running an input"
+        return self._setup_failure(job, f"{UNEXPLAINED_DEATHS_FATAL} workers of this job died in a row {where}, "
+                                        f"with no result in between (last: {reason}); not restarting more",
+                                   "WorkerCrashed")
 
     def _kill(self, w: WorkerSlot, reason: str) -> list[Command]:
         w.kill_reason = w.kill_reason or reason

@@ -2,7 +2,8 @@
 call, read by its node when the worker dies (which input crashed it) and by
 the node's watchdog (how long the current call has run).
 
-Layout: ``<qd``: the index of the input being run (-1: none) and the
+Layout: ``<qd``: the index of the input being run (-1: none, ``LOADING``: the
+function is being unpickled) and the
 ``time.monotonic()`` at which its call started.  Defined once, here; the
 worker maps the file, the node reads it.  Pure stdlib: worker containers
 import it without burla's dependencies.
@@ -14,6 +15,7 @@ import os
 import struct
 
 STATUS = struct.Struct("<qd")
+LOADING = -2  # the index while the worker unpickles a job's function (-1: no call running)
 IDLE = STATUS.pack(-1, 0.0)
 
 

@@ -46,7 +46,7 @@ from ..transport._codec import (
 )
 from ..transport._payload import pickles
 from ._capture import LineCapture
-from ._status import STATUS
+from ._status import LOADING, STATUS
 from ._stream import ResultStream
 
 LOG_WINDOW = 4  # log batches on their way to the client, not yet acknowledged; past it print() blocks
@@ -114,10 +114,12 @@ class Worker:
                 self.logs.reset()
                 self.job_id, self.timeout = job_id, timeout
                 _nested.parent_job = job_id
+                STATUS.pack_into(self.status, 0, LOADING, time.monotonic())  # a death here is the function's
                 try:
                     self.function = cloudpickle.loads(blob)
                 except BaseException as e:
                     self.conn.send(JobSetupFailed(job_id, _describe_load_failure(e)))
+                STATUS.pack_into(self.status, 0, -1, 0.0)
             case InputBatchView() as batch if batch.job_id == self.job_id and self.function is not None:
                 self.run(batch)
             case EndJob():

@@ -31,6 +31,13 @@ def same(x):
     return x
 
 
+KILLER = KillsItsLoader()
+
+
+def needs_the_killer(x):
+    return KILLER and x  # unpickling this function (its global KILLER) ends the worker
+
+
 def huge(_):
     return b"x" * (1100 << 20)  # over the 1 GiB a message may carry
 
@@ -52,3 +59,8 @@ def test_an_input_whose_unpickling_kills_the_worker_is_charged_its_retries(on_cl
 def test_a_result_too_big_for_one_message_is_an_error_not_a_retry(on_cluster):
     with pytest.raises(burla.ResultTooBig, match=r"result of input 0 pickles to 1100 MiB, over the 1008 MiB"):
         rpm(huge, [0], spinner=False)
+
+
+def test_a_function_whose_unpickling_kills_its_workers_fails_the_job(on_cluster):
+    with pytest.raises(burla.WorkerCrashed, match=r"5 workers of this job died in a row while unpickling the function"):
+        rpm(needs_the_killer, [1, 2, 3], spinner=False)

@@ -8,6 +8,7 @@ import pytest
 from burla.runtime._node_state import (
     START_FAILURES_FATAL,
     TIMEOUT_GRACE,
+    UNEXPLAINED_DEATHS_FATAL,
     ApplyLimits,
     Command,
     Kill,
@@ -18,6 +19,7 @@ from burla.runtime._node_state import (
     ToWorker,
     WorkerPhase,
 )
+from burla.runtime._status import LOADING
 from burla.transport._payload import pack
 from burla.transport.messages import (
     AssignJob,
@@ -144,6 +146,47 @@ def test_a_worker_that_dies_reports_each_batch_with_the_crashed_input_only_where
     limits = of(s.worker_hello(1), ApplyLimits)
     assert limits and limits[0].job_id == "j"
     assert [b.start for b in sent(s.limits_applied(1, "j", True), InputBatchView)] == [6]
+
+
+def _die(s: NodeState, crashed_index: int = -1) -> list[Command]:
+    """The job's newest worker dies; its replacement connects and serves the job."""
+    wid = max(s.workers)
+    s.worker_disconnected(wid)
+    cmds = s.worker_exited(wid, "worker exited with code 3", crashed_index)
+    (spawn,) = of(cmds, Spawn)
+    s.worker_hello(spawn.wid)
+    s.limits_applied(spawn.wid, "j", True)
+    return cmds
+
+
+def test_workers_that_keep_dying_outside_any_call_fail_the_job_once():
+    s = ready_node(1)
+    serving(s, assign(n_workers=1))
+    failed = [told_head(_die(s, LOADING), JobSetupFailed) for _ in range(UNEXPLAINED_DEATHS_FATAL + 2)]
+    assert [len(f) for f in failed] == [0] * (UNEXPLAINED_DEATHS_FATAL - 1) + [1, 0, 0]
+    (why,) = failed[UNEXPLAINED_DEATHS_FATAL - 1]
+    assert why.kind == "WorkerCrashed" and "while unpickling the function" in why.message
+
+
+def test_a_result_between_deaths_outside_calls_resets_the_count():
+    s = ready_node(1)
+    serving(s, assign(n_workers=1))
+    for _ in range(3 * UNEXPLAINED_DEATHS_FATAL):
+        s.batch(batch("j", 0))
+        wid = max(s.workers)
+        assert told_head(s.worker_result(wid, result(s.workers[wid].outstanding[0])), ResultBatchView)
+        assert not told_head(_die(s), JobSetupFailed)  # one death since the last result
+    for _ in range(UNEXPLAINED_DEATHS_FATAL - 2):
+        assert not told_head(_die(s), JobSetupFailed)
+    assert "between calls" in told_head(_die(s), JobSetupFailed)[0].message
+
+
+def test_deaths_during_a_call_are_charged_to_the_input_not_the_job():
+    s = ready_node(1)
+    serving(s, assign(n_workers=1))
+    for _ in range(2 * UNEXPLAINED_DEATHS_FATAL):
+        s.batch(batch("j", 0))
+        assert not told_head(_die(s, crashed_index=0), JobSetupFailed)
 
 
 def test_kill_reason_wins_over_the_exit_reason():
