@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # typed for checkers; loaded lazily at run time (see __getattr__)
     from . import messages
     from ._config import TransportConfig
-    from ._connection import Connection, connect, serve
+    from ._connection import Connection, connect
     from ._framing import FrameDecoder, frame_message
+    from ._server import serve
 
 __all__ = ["Connection", "FrameDecoder", "TransportConfig", "connect", "frame_message", "messages", "serve"]
-_WHERE = {"Connection": "._connection", "connect": "._connection", "serve": "._connection",
+_WHERE = {"Connection": "._connection", "connect": "._connection", "serve": "._server",
           "FrameDecoder": "._framing", "frame_message": "._framing", "TransportConfig": "._config",
           "messages": ".messages"}
 

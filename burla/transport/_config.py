@@ -19,7 +19,11 @@ class TransportConfig:
                         still received whole: the limit is then one frame).
     heartbeat_interval: seconds between heartbeats on an otherwise quiet link.
     idle_timeout:       a peer silent this long is dead (several heartbeats).
-    handshake_timeout:  seconds allowed for connect + authentication.
+    handshake_timeout:  seconds allowed for connect + authentication (a server
+                        closes a peer that has not authenticated by then).
+    max_unauthenticated: peers a server holds before they authenticate; one
+                        more evicts the oldest (a flood of silent connections
+                        costs at most this many, ~2 KiB each).
     """
 
     max_frame: int = DEFAULT_MAX_FRAME
@@ -31,6 +35,7 @@ class TransportConfig:
     heartbeat_interval: float = 1.0
     idle_timeout: float = 6.0
     handshake_timeout: float = 5.0
+    max_unauthenticated: int = 1024
 
     def __post_init__(self) -> None:
         if self.max_frame < 1024 or self.max_frame > 0x7FFF_FFFF:

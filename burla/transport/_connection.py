@@ -22,13 +22,11 @@ import logging
 import socket
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from .._errors import AuthenticationError, ClusterUnreachable, ConnectionLost, ProtocolError
 from . import _auth
-from ._address import listen_backlog
 from ._config import TransportConfig
 from ._framing import FrameDecoder, frame_message, frame_parts
 from .messages import DecodedMessage, Heartbeat, Outgoing, decode, encode, encode_parts
@@ -36,17 +34,38 @@ from .messages import DecodedMessage, Heartbeat, Outgoing, decode, encode, encod
 log = logging.getLogger("burla.transport")
 _HEARTBEAT_BODY = bytes(encode(Heartbeat()))
 _HEARTBEAT = b"".join(frame_message(_HEARTBEAT_BODY))
+_NO_FRAMES: deque[bytes | bytearray] = deque(maxlen=0)  # shared by every peer still authenticating
+_HANDSHAKE_READ = 128  # bytes read at once before authentication (the longest handshake step is 64)
 
 
 class _Protocol(asyncio.BufferedProtocol):
     """Receives bytes for one connection; all state for the Connection above."""
 
+    __slots__ = (
+        "_drain_waiter",
+        "_hs_read",
+        "_reading_paused",
+        "_waiter",
+        "_writing_paused",
+        "config",
+        "decoder",
+        "error",
+        "frames",
+        "handshake",
+        "pending_bytes",
+        "received_any",
+        "transport",
+    )
+
     def __init__(self, config: TransportConfig):
         self.config = config
         self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder(config.max_frame, config.max_message)
-        self.frames: deque[bytes | bytearray] = deque()
+        # Until the peer is authenticated it has a few hundred bytes of ours: no frame decoder
+        # (its scratch buffer), no task, nothing but this object and its transport (issue 11).
+        self.decoder: FrameDecoder | None = None
+        self.frames: deque[bytes | bytearray] = _NO_FRAMES  # its own deque once authenticated
         self.handshake: bytearray | None = bytearray()  # raw bytes until authenticated
+        self._hs_read = bytearray(_HANDSHAKE_READ)
         self.error: BaseException | None = None
         self.received_any = False
         self.pending_bytes = 0
@@ -54,7 +73,6 @@ class _Protocol(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._writing_paused = False
-        self._connected = asyncio.get_running_loop().create_future()
 
     # transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,16 +81,18 @@ class _Protocol(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.transport.set_write_buffer_limits(high=self.config.write_high_water)  # type: ignore[union-attr]  # set in connection_made, before any data
-        if not self._connected.done():
-            self._connected.set_result(None)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self.decoder is None:
+            return memoryview(self._hs_read)
         return self.decoder.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
         self.received_any = True
-        if self.handshake is not None:
-            self.handshake += self.decoder.get_buffer()[:nbytes]
+        if self.decoder is None:
+            assert self.handshake is not None
+            self.handshake += memoryview(self._hs_read)[:nbytes]
+            self.handshake_data()
         else:
             try:
                 for frame in self.decoder.buffer_updated(nbytes):
@@ -89,6 +109,9 @@ class _Protocol(asyncio.BufferedProtocol):
             if not self.frames:
                 return
         self._wake()
+
+    def handshake_data(self) -> None:
+        """Handshake bytes arrived (``self.handshake``); the server side overrides it."""
 
     def eof_received(self) -> bool:
         self._fail(ConnectionLost("peer closed the connection"))
@@ -157,7 +180,9 @@ class _Protocol(asyncio.BufferedProtocol):
         return data
 
     def end_handshake(self) -> None:
-        leftover, self.handshake = self.handshake, None
+        self.decoder = FrameDecoder(self.config.max_frame, self.config.max_message)
+        self.frames = deque()
+        leftover, self.handshake, self._hs_read = self.handshake, None, bytearray()
         if leftover:
             for frame in self.decoder.feed(leftover):
                 self.frames.append(frame)
@@ -349,65 +374,3 @@ async def connect(host: str, port: int, token: str, config: TransportConfig = Tr
         raise
     protocol.end_handshake()
     return Connection(protocol, where)
-
-
-Handler = Callable[[Connection], Awaitable[None]]
-
-
-async def serve(host: str | None, port: int | None, token: str, handler: Handler,
-                config: TransportConfig = TransportConfig(), sock: socket.socket | None = None) -> asyncio.Server:
-    """Listen; authenticate each peer, then run ``handler(conn)`` until it returns.
-
-    A peer that fails the handshake is closed, with the reason logged, before
-    any of its bytes are decoded.  ``handler`` errors are logged and close
-    that one connection; the server keeps serving the others.
-    """
-    loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Task[None]] = set()
-
-    def factory() -> _Protocol:
-        protocol = _Protocol(config)
-        task = loop.create_task(_authenticate_and_handle(protocol, token, handler, config))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        return protocol
-
-    if sock is not None:  # bound elsewhere; asyncio would listen() on it again with its default of 100
-        return await loop.create_server(factory, sock=sock, backlog=listen_backlog())
-    return await loop.create_server(factory, host, port or 0, backlog=listen_backlog())
-
-
-async def _authenticate_and_handle(protocol: _Protocol, token: str, handler: Handler, config: TransportConfig) -> None:
-    await protocol._connected
-    transport = protocol.transport
-    assert transport is not None
-    peername = transport.get_extra_info("peername")
-    if isinstance(peername, tuple):
-        peer = f"{peername[0]}:{peername[1]}"
-    else:
-        peer = f"unix:{transport.get_extra_info('sockname')}"
-    try:
-        async with asyncio.timeout(config.handshake_timeout):
-            nonce_s, challenge = _auth.new_challenge()
-            transport.write(challenge)
-            response = await protocol.read_exactly(_auth.RESPONSE_LEN)
-            proof = _auth.check_response(token, nonce_s, response)
-            if proof is None:
-                log.warning("closing %s: failed authentication", peer)
-                transport.abort()
-                return
-            transport.write(proof)
-    except (ConnectionLost, TimeoutError) as e:
-        log.info("closing %s: handshake incomplete (%s)", peer, type(e).__name__)
-        transport.abort()
-        return
-    protocol.end_handshake()
-    conn = Connection(protocol, peer)
-    try:
-        await handler(conn)
-    except (ConnectionLost, ProtocolError) as e:
-        log.info("closing %s: %s", peer, e)
-    except Exception:
-        log.exception("closing %s: handler failed", peer)
-    finally:
-        conn.abort()

@@ -67,8 +67,11 @@ def test_garbage_before_auth_is_closed_without_decoding(run, garbage: bytes) -> 
         server, port = await _echo_server(received, TransportConfig(handshake_timeout=0.5))
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(garbage)
-        data = await asyncio.wait_for(reader.read(), 5)  # server must close on us
-        assert data.startswith(b"BURLA")  # only the challenge was ever sent
+        try:
+            data = await asyncio.wait_for(reader.read(), 5)  # server must close on us
+            assert data.startswith(b"BURLA") and len(data) == 38  # only the challenge was ever sent
+        except ConnectionResetError:
+            pass  # closed with garbage it never read: a reset, which may discard the challenge
         writer.close()
         good = await connect("127.0.0.1", port, TOKEN)
         await good.send(InputCredit("j", 2))
