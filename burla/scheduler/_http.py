@@ -5,7 +5,9 @@ either as ``Authorization: Bearer <token>`` or as the session cookie set by
 the login form (HttpOnly, SameSite=Strict; its value is derived from the
 token, never the token itself).  State-changing requests authenticated by
 cookie must also carry the ``X-CSRF-Token`` header from ``GET /v1/session``.
-Unauthenticated requests get 401 and no data.
+Unauthenticated requests get 401 and no data; a source that sent more than
+``_attempts.MAX_FAILURES`` wrong tokens in a minute gets 429 without its
+next guesses being checked.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from ..transport._address import listen_backlog
+from ._attempts import Attempts
 from ._monitor import JobRecord
 from ._view import HeadView
 
@@ -45,6 +48,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 REVOKED_KEY: web.AppKey[dict[str, float]] = web.AppKey("revoked")  # session id -> its expiry
+ATTEMPTS_KEY: web.AppKey[Attempts] = web.AppKey("attempts")  # wrong tokens per source (login + Bearer)
 _STATIC = resources.files("burla.scheduler") / "static"
 
 
@@ -94,8 +98,12 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     token = request.app[TOKEN_KEY]
     bearer = request.headers.get("Authorization", "")
-    if bearer.startswith("Bearer ") and _equal(bearer[7:].strip(), token):
-        return await handler(request)
+    if bearer.startswith("Bearer "):
+        if (limited := _too_many(request)) is not None:
+            return limited
+        if _equal(bearer[7:].strip(), token):
+            return await handler(request)
+        request.app[ATTEMPTS_KEY].failed(_source(request))
     if (sid := _session_id(request)) is not None:
         csrf_ok = _equal(request.headers.get("X-CSRF-Token", ""), _csrf(token, sid))
         if request.method not in ("GET", "HEAD") and not csrf_ok:
@@ -105,6 +113,25 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.json_response({"error": "missing or wrong token: send 'Authorization: Bearer <cluster token>'"},
                                  status=401)
     return _login_page(status=401)
+
+
+def _source(request: web.Request) -> str:
+    return request.remote or "?"
+
+
+def _too_many(request: web.Request) -> web.Response | None:
+    """429 while the request's source has sent too many wrong tokens lately."""
+    wait = request.app[ATTEMPTS_KEY].wait(_source(request))
+    if not wait:
+        return None
+    retry = str(int(wait) + 1)
+    message = (f"too many wrong tokens from {_source(request)}: try again in {retry} s "
+               f"(at most {request.app[ATTEMPTS_KEY].max_failures} a minute)")
+    if request.path.startswith("/v1/"):
+        return web.json_response({"error": message}, status=429, headers={"Retry-After": retry})
+    resp = _login_page(status=429, message=message[0].upper() + message[1:] + ".")
+    resp.headers["Retry-After"] = retry
+    return resp
 
 
 def _login_page(status: int = 200, message: str = "") -> web.Response:
@@ -125,8 +152,11 @@ async def _login_form(request: web.Request) -> web.Response:
 
 async def _login(request: web.Request) -> web.Response:
     token = request.app[TOKEN_KEY]
+    if (limited := _too_many(request)) is not None:
+        return limited
     form = await request.post()
     if not _equal(str(form.get("token", "")), token):
+        request.app[ATTEMPTS_KEY].failed(_source(request))
         return _login_page(status=401, message="That is not this cluster's token.")
     resp = web.HTTPSeeOther("/")
     resp.set_cookie(COOKIE, _new_session(token), httponly=True, samesite="Strict", path="/", max_age=SESSION_SECONDS)
@@ -248,6 +278,7 @@ async def start_http(head: HeadView, token: str, sock: socket.socket) -> web.App
     app[HEAD_KEY] = head
     app[TOKEN_KEY] = token
     app[REVOKED_KEY] = {}
+    app[ATTEMPTS_KEY] = Attempts()
     app.cleanup_ctx.append(_streams_end_on_shutdown)
     r = app.router
     r.add_get("/", _index)

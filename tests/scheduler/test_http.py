@@ -100,6 +100,42 @@ def test_a_session_expires_and_logging_out_ends_it_for_good(on_cluster):
     assert stolen.json("GET", "/v1/cluster")[0] == 401  # logged out: the copy is dead too
 
 
+def test_wrong_tokens_are_rate_limited_per_source(clusters):
+    from burla.scheduler._attempts import MAX_FAILURES
+
+    cluster = clusters.start(nodes=1, workers_per_node=1)
+    web = Http(cluster.record.http)
+    web.request("POST", "/login", {"token": cluster.record.token})  # a session from before the attack
+    guesser = Http(cluster.record.http)
+    for i in range(MAX_FAILURES):
+        wrong = {"token": f"guess{i}"} if i % 2 else None
+        status, _, _ = (guesser.request("POST", "/login", wrong) if wrong
+                        else Http(cluster.record.http, f"guess{i}").request("GET", "/v1/cluster"))
+        assert status == 401
+    status, body, headers = guesser.request("POST", "/login", {"token": cluster.record.token})
+    assert status == 429 and b"Too many wrong tokens from 127.0.0.1" in body  # not even the right one is checked
+    assert 50 <= int(headers["Retry-After"]) <= 61
+    status, body = Http(cluster.record.http, cluster.record.token).json("GET", "/v1/cluster")
+    assert status == 429 and "at most 20 a minute" in body["error"]
+    assert web.json("GET", "/v1/cluster")[0] == 200  # a session that logged in before still works
+
+
+def test_the_attempts_table_forgets_a_source_after_its_window():
+    from burla.scheduler._attempts import Attempts
+
+    now = [0.0]
+    a = Attempts(clock=lambda: now[0], max_failures=3, window=60.0)
+    for t in (0.0, 10.0, 20.0):
+        now[0] = t
+        assert a.wait("x") == 0.0
+        a.failed("x")
+    assert a.wait("x") == 40.0 and a.wait("y") == 0.0
+    now[0] = 60.0
+    assert a.wait("x") == 0.0  # the first failure left the window
+    now[0] = 200.0
+    assert a.wait("x") == 0.0 and not a._failures
+
+
 def test_every_response_forbids_framing_sniffing_and_foreign_content(on_cluster):
     web = Http(on_cluster.record.http)
     for path in ("/login", "/", "/v1/cluster", "/static/app.js"):
