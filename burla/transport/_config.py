@@ -23,7 +23,10 @@ class TransportConfig:
                         closes a peer that has not authenticated by then).
     max_unauthenticated: peers a server holds before they authenticate; one
                         more evicts the oldest (a flood of silent connections
-                        costs at most this many, ~2 KiB each).
+                        costs at most this many, ~3 KiB each).
+    receive_budget:     bytes a server's connections together may hold in large
+                        messages still arriving; past it they wait (reading
+                        paused), but for the oldest holder (_framing.ReceiveBudget).
     """
 
     max_frame: int = DEFAULT_MAX_FRAME
@@ -36,6 +39,7 @@ class TransportConfig:
     idle_timeout: float = 6.0
     handshake_timeout: float = 5.0
     max_unauthenticated: int = 1024
+    receive_budget: int = 2 * 1024 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.max_frame < 1024 or self.max_frame > 0x7FFF_FFFF:

@@ -28,7 +28,7 @@ import msgspec
 from .._errors import AuthenticationError, ClusterUnreachable, ConnectionLost, ProtocolError
 from . import _auth
 from ._config import TransportConfig
-from ._framing import FrameDecoder, frame_message, frame_parts
+from ._framing import FrameDecoder, ReceiveBudget, frame_message, frame_parts
 from .messages import DecodedMessage, Heartbeat, Outgoing, decode, encode, encode_parts
 
 log = logging.getLogger("burla.transport")
@@ -42,11 +42,14 @@ class _Protocol(asyncio.BufferedProtocol):
     """Receives bytes for one connection; all state for the Connection above."""
 
     __slots__ = (
+        "_budget_paused",
         "_drain_waiter",
         "_hs_read",
         "_reading_paused",
+        "_transport_paused",
         "_waiter",
         "_writing_paused",
+        "budget",
         "config",
         "decoder",
         "error",
@@ -69,7 +72,10 @@ class _Protocol(asyncio.BufferedProtocol):
         self.error: BaseException | None = None
         self.received_any = False
         self.pending_bytes = 0
-        self._reading_paused = False
+        self._reading_paused = False  # too many decoded frames wait for recv
+        self._budget_paused = False  # the receive budget refused the next frame
+        self._transport_paused = False
+        self.budget: ReceiveBudget | None = None  # servers share one (see _server)
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._writing_paused = False
@@ -93,22 +99,48 @@ class _Protocol(asyncio.BufferedProtocol):
             assert self.handshake is not None
             self.handshake += memoryview(self._hs_read)[:nbytes]
             self.handshake_data()
-        else:
-            try:
-                for frame in self.decoder.buffer_updated(nbytes):
-                    if frame == _HEARTBEAT_BODY:
-                        continue  # its arrival (received_any) is all it says: nobody need wake
-                    self.frames.append(frame)
-                    self.pending_bytes += len(frame)
-            except ProtocolError as e:
-                self._fail(e)
-                return
-            if self._over_high_water() and not self._reading_paused:
-                self._reading_paused = True
-                self.transport.pause_reading()  # type: ignore[union-attr]  # set in connection_made, before any data
-            if not self.frames:
-                return
-        self._wake()
+            self._wake()
+            return
+        try:
+            self._accept(self.decoder.buffer_updated(nbytes))
+        except ProtocolError as e:
+            self._fail(e)
+
+    def _accept(self, frames: list[bytes | bytearray]) -> None:
+        for frame in frames:
+            if frame == _HEARTBEAT_BODY:
+                continue  # its arrival (received_any) is all it says: nobody need wake
+            self.frames.append(frame)
+            self.pending_bytes += len(frame)
+        assert self.decoder is not None
+        if self.decoder.blocked and not self._budget_paused:  # the server's receive budget is spent
+            self._budget_paused = True
+            loop = asyncio.get_running_loop()
+            self.budget.wait(self.decoder, lambda: loop.call_soon(self._budget_freed))  # type: ignore[union-attr]  # blocked only with a budget
+        if self._over_high_water():
+            self._reading_paused = True
+        self._apply_reading()
+        if self.frames:
+            self._wake()
+
+    def _budget_freed(self) -> None:
+        self._budget_paused = False
+        if self.decoder is None or self.error is not None:
+            return
+        try:
+            self._accept(self.decoder.feed(b""))
+        except ProtocolError as e:
+            self._fail(e)
+
+    def _apply_reading(self) -> None:
+        """Read from the socket unless frames back up here or the budget is spent."""
+        paused = self._reading_paused or self._budget_paused
+        if paused != self._transport_paused and self.transport is not None and not self.transport.is_closing():
+            self._transport_paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def handshake_data(self) -> None:
         """Handshake bytes arrived (``self.handshake``); the server side overrides it."""
@@ -118,6 +150,8 @@ class _Protocol(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.decoder is not None:
+            self.decoder.close()  # what a half-received message took from the budget comes back
         self._fail(ConnectionLost(f"connection lost: {exc}" if exc else "connection closed"))
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_exception(ConnectionLost("connection lost while sending"))
@@ -158,7 +192,7 @@ class _Protocol(asyncio.BufferedProtocol):
         if (self._reading_paused and len(self.frames) <= cfg.max_pending // 2
                 and self.pending_bytes <= cfg.max_pending_bytes // 2):
             self._reading_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]  # set in connection_made, before any data
+            self._apply_reading()
         return frame
 
     async def drain(self) -> None:
@@ -180,13 +214,11 @@ class _Protocol(asyncio.BufferedProtocol):
         return data
 
     def end_handshake(self) -> None:
-        self.decoder = FrameDecoder(self.config.max_frame, self.config.max_message)
+        self.decoder = FrameDecoder(self.config.max_frame, self.config.max_message, budget=self.budget)
         self.frames = deque()
         leftover, self.handshake, self._hs_read = self.handshake, None, bytearray()
         if leftover:
-            for frame in self.decoder.feed(leftover):
-                self.frames.append(frame)
-                self.pending_bytes += len(frame)
+            self._accept(self.decoder.feed(leftover))
 
 
 class _Ticker:
@@ -303,7 +335,7 @@ class Connection:
             self._transport.write(_HEARTBEAT)
         self._sent_since_beat = False
         p = self._p
-        if p.received_any or p.frames or p._reading_paused:  # frames waiting for us count as life
+        if p.received_any or p.frames or p._transport_paused:  # bytes we are not reading count as life
             p.received_any = False
             self._last_heard = now
         elif now - self._last_heard > self.config.idle_timeout:

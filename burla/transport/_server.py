@@ -23,6 +23,7 @@ from . import _auth
 from ._address import listen_backlog
 from ._config import TransportConfig
 from ._connection import Connection, _Protocol
+from ._framing import ReceiveBudget
 
 log = logging.getLogger("burla.transport")
 Handler = Callable[[Connection], Awaitable[None]]
@@ -57,13 +58,14 @@ class SourceLog:
 class _Gate:
     """What every connection of one ``serve`` shares."""
 
-    def __init__(self, token: str, handler: Handler, config: TransportConfig):
+    def __init__(self, token: str, handler: Handler, config: TransportConfig, budget: ReceiveBudget | None):
         self.token = token
         self.handler = handler
         self.config = config
         self.waiting: dict[_ServerProtocol, None] = {}  # unauthenticated, oldest first
         self.tasks: set[asyncio.Task[None]] = set()
         self.log = SourceLog()
+        self.budget = budget or ReceiveBudget(config.receive_budget)
 
     def admit(self, p: _ServerProtocol) -> None:
         while len(self.waiting) >= self.config.max_unauthenticated:
@@ -97,6 +99,7 @@ class _ServerProtocol(_Protocol):
     def __init__(self, gate: _Gate):
         super().__init__(gate.config)
         self.gate = gate
+        self.budget = gate.budget
         self.peer = self.host = "?"
         self._nonce = b""
         self._deadline: asyncio.TimerHandle | None = None
@@ -151,15 +154,17 @@ class _ServerProtocol(_Protocol):
 
 
 async def serve(host: str | None, port: int | None, token: str, handler: Handler,
-                config: TransportConfig = TransportConfig(), sock: socket.socket | None = None) -> asyncio.Server:
+                config: TransportConfig = TransportConfig(), sock: socket.socket | None = None,
+                budget: ReceiveBudget | None = None) -> asyncio.Server:
     """Listen; authenticate each peer, then run ``handler(conn)`` until it returns.
 
     A peer that fails the handshake is closed before any of its bytes are
     decoded.  ``handler`` errors are logged and close that one connection;
-    the server keeps serving the others.
+    the server keeps serving the others.  Large messages arriving on all its
+    connections share ``budget`` (default: ``config.receive_budget`` bytes).
     """
     loop = asyncio.get_running_loop()
-    gate = _Gate(token, handler, config)
+    gate = _Gate(token, handler, config, budget)
     if sock is not None:  # bound elsewhere; asyncio would listen() on it again with its default of 100
         return await loop.create_server(lambda: _ServerProtocol(gate), sock=sock, backlog=listen_backlog())
     return await loop.create_server(lambda: _ServerProtocol(gate), host, port or 0, backlog=listen_backlog())

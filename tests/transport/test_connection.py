@@ -233,3 +233,52 @@ def test_a_thousand_peers_connecting_at_once_to_a_bound_socket_all_get_in_withou
             server.close()
 
     run(main())
+
+
+@pytest.mark.parametrize("limit", [1 << 40, 1 << 20])
+def test_large_messages_from_many_peers_share_the_servers_receive_budget(run, limit):
+    # Sixteen peers each send a 4 MiB message at once, in 64 KiB frames.  Unbounded (the control), the
+    # server holds several half-received messages at a time; with a 1 MiB budget it holds at most the
+    # budget plus one message, and every message still arrives whole (no deadlock).
+    from burla.transport._framing import ReceiveBudget
+    from burla.transport.messages import JobSetupFailed
+
+    budget = ReceiveBudget(limit)
+    cfg = TransportConfig(max_frame=64 * 1024)
+
+    async def main():
+        got: list[int] = []
+
+        async def handler(conn):
+            msg = await conn.recv()
+            got.append(len(msg.message))
+            await conn.send(InputCredit("ok", 1))
+
+        server = await serve("127.0.0.1", 0, TOKEN, handler, cfg, budget=budget)
+        port = server.sockets[0].getsockname()[1]
+
+        connected, go = [], asyncio.Event()
+
+        async def peer(i: int) -> None:
+            conn = await connect("127.0.0.1", port, TOKEN, cfg)
+            connected.append(conn)
+            if len(connected) == 16:
+                go.set()
+            await go.wait()  # all at once
+            await conn.send(JobSetupFailed(f"j{i}", chr(65 + i) * (4 << 20)))
+            assert await conn.recv() == InputCredit("ok", 1)
+            conn.abort()
+
+        try:
+            await asyncio.wait_for(asyncio.gather(*(peer(i) for i in range(16))), 30)
+        finally:
+            server.close()
+        assert got == [4 << 20] * 16
+
+    run(main())
+    assert budget.used == 0
+    bound = (1 << 20) + (4 << 20) + 64 * 1024  # the budget, one message, one frame of slack
+    if limit == 1 << 20:
+        assert budget.peak <= bound, budget.peak
+    else:
+        assert budget.peak > 2 * bound, "the control never held several messages at once"

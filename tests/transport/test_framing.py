@@ -58,3 +58,31 @@ def test_scratch_buffer_starts_small_and_grows_only_for_busy_connections():
         got += d.buffer_updated(n)
     assert len(got) == 3000 and all(bytes(f) == b"x" * 100 for f in got)
     assert len(d.get_buffer()) == 128 * 1024  # reads that filled it doubled it up to the cap
+
+
+def test_a_receive_budget_charges_large_messages_before_buffering_and_the_oldest_holder_always_proceeds():
+    from burla.transport._framing import ReceiveBudget
+
+    budget = ReceiveBudget(limit=3000)
+    a, b = (FrameDecoder(max_frame=1024, direct_threshold=512, budget=budget) for _ in range(2))
+    wire = _wire(b"a" * 4000)  # four frames: over the budget on its own
+    assert a.feed(wire[:1500]) == [] and budget.used == 2048  # a's first two frames are charged
+    woken = []
+    assert b.feed(wire[:1500]) == [] and b.blocked and budget.used == 2048  # b may not join: 2048 + 1024 > 3000
+    budget.wait(b, lambda: woken.append("b"))
+    assert a.feed(wire[1500:]) == [b"a" * 4000]  # the oldest holder goes over the budget and completes
+    assert budget.used == 0 and budget.peak == 4000 and woken == ["b"]
+    assert b.feed(wire[1500:]) == [b"a" * 4000] and not b.blocked
+    assert budget.used == 0
+
+
+def test_small_whole_messages_are_not_charged_and_a_dead_connection_gives_its_bytes_back():
+    from burla.transport._framing import ReceiveBudget
+
+    budget = ReceiveBudget(limit=1 << 20)
+    d = FrameDecoder(max_frame=1024, direct_threshold=512, budget=budget)
+    assert d.feed(_wire(b"s" * 100, b"t" * 200)) == [b"s" * 100, b"t" * 200] and budget.peak == 0
+    d.feed(_wire(b"u" * 3000)[:2000])
+    assert budget.used > 0
+    d.close()
+    assert budget.used == 0
