@@ -67,6 +67,11 @@ def test_up_status_map_down(tmp_path, cli_env):
     for pid in record["pids"]:
         assert not _running(pid)
     assert burla_cli("status", env=cli_env).returncode == 1
+    # the head's exit and the nodes' SIGTERM race; whichever wins, nobody prints a traceback (issue 11)
+    logs = sorted((tmp_path / "cfg" / "logs" / "demo").glob("*.log"))
+    assert len(logs) == 3
+    for log in logs:
+        assert "Traceback" not in log.read_text(), log.read_text()
 
 
 MEET_SCRIPT = """

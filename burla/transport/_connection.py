@@ -362,6 +362,23 @@ class Connection:
             self._transport.abort()
 
 
+async def _open(loop: asyncio.AbstractEventLoop, host: str, port: int, config: TransportConfig) -> _Protocol:
+    """TCP to the first address of ``host`` that answers.  The name is resolved
+    here, not by ``create_connection``: uvloop's, cancelled by our timeout while
+    resolving, leaves a future whose gaierror is "never retrieved" (logged
+    during every partition of a Docker node; uvloop issue #437)."""
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: OSError = OSError(f"{host} has no address")
+    for family, _, _, _, addr in infos:
+        try:
+            ip, ip_port = str(addr[0]), int(addr[1])
+            _, protocol = await loop.create_connection(lambda: _Protocol(config), ip, ip_port, family=family)
+            return protocol
+        except OSError as e:
+            error = e
+    raise error
+
+
 async def connect(host: str, port: int, token: str, config: TransportConfig = TransportConfig()) -> Connection:
     """Open an authenticated connection to a burla server.
 
@@ -374,9 +391,11 @@ async def connect(host: str, port: int, token: str, config: TransportConfig = Tr
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(config.handshake_timeout):
-            _, protocol = await loop.create_connection(lambda: _Protocol(config), host, port)
+            protocol = await _open(loop, host, port, config)
+    except socket.gaierror as e:
+        raise ClusterUnreachable(f"cannot resolve {host!r}, the burla head's host: {e}") from None
     except (OSError, TimeoutError) as e:
-        raise ClusterUnreachable(f"no burla head reachable at {where}: {e or 'timed out'}") from None
+        raise ClusterUnreachable(f"no burla head reachable at {where}: {str(e) or 'timed out'}") from None
     answered = False
     try:
         async with asyncio.timeout(config.handshake_timeout):

@@ -121,6 +121,27 @@ def test_unreachable_head_fails_fast(run) -> None:
     run(main())
 
 
+def test_a_connect_timed_out_while_resolving_leaves_no_unretrieved_error(run) -> None:
+    # uvloop's create_connection, cancelled while it resolves a name, left a future whose gaierror
+    # was logged as "Future exception was never retrieved" (Docker nodes, during a partition)
+    import gc
+
+    async def main():
+        seen: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: seen.append(ctx["message"]))
+        for _ in range(20):  # a deadline so short it strikes during resolution, or just after
+            with pytest.raises(ClusterUnreachable):
+                await connect("no-such-head.invalid", 7000, TOKEN, TransportConfig(handshake_timeout=0.0005))
+        with pytest.raises(ClusterUnreachable, match="cannot resolve 'no-such-head.invalid'"):
+            await connect("no-such-head.invalid", 7000, TOKEN)
+        for _ in range(50):  # the resolver threads finish; what they leave is collected
+            await asyncio.sleep(0.01)
+            gc.collect()
+        assert seen == []
+
+    run(main())
+
+
 def test_silent_peer_is_declared_dead(run) -> None:
     async def main():
         cfg = TransportConfig(heartbeat_interval=0.05, idle_timeout=0.3)
