@@ -132,7 +132,7 @@ def test_a_connect_timed_out_while_resolving_leaves_no_unretrieved_error(run) ->
         for _ in range(20):  # a deadline so short it strikes during resolution, or just after
             with pytest.raises(ClusterUnreachable):
                 await connect("no-such-head.invalid", 7000, TOKEN, TransportConfig(handshake_timeout=0.0005))
-        with pytest.raises(ClusterUnreachable, match="cannot resolve 'no-such-head.invalid'"):
+        with pytest.raises(ClusterUnreachable, match=r"cannot resolve 'no-such-head\.invalid'"):
             await connect("no-such-head.invalid", 7000, TOKEN)
         for _ in range(50):  # the resolver threads finish; what they leave is collected
             await asyncio.sleep(0.01)
