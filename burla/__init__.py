@@ -21,6 +21,7 @@ from ._errors import (
     ProtocolError,
     ProviderError,
     RemoteError,
+    RemoteExit,
     ResultTooBig,
     SerializationError,
     WorkerCrashed,
@@ -28,7 +29,7 @@ from ._errors import (
 from ._version import __version__
 
 if TYPE_CHECKING:  # typed for users' checkers; at run time loaded on first use (see __getattr__)
-    from .client import connect, remote_parallel_map, shutdown
+    from .client import connect, remote_parallel_map, remote_parallel_map_async, shutdown
 
 __all__ = [
     "AuthenticationError",
@@ -45,12 +46,14 @@ __all__ = [
     "ProtocolError",
     "ProviderError",
     "RemoteError",
+    "RemoteExit",
     "ResultTooBig",
     "SerializationError",
     "WorkerCrashed",
     "__version__",
     "connect",
     "remote_parallel_map",
+    "remote_parallel_map_async",
     "shutdown",
 ]
 
@@ -58,7 +61,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The client API loads on first use: worker processes import burla's
     # runtime without it (and without msgspec in a user's image).
-    if name in ("connect", "remote_parallel_map", "shutdown"):
+    if name in ("connect", "remote_parallel_map", "remote_parallel_map_async", "shutdown"):
         from . import client
 
         return getattr(client, name)

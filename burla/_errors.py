@@ -17,7 +17,9 @@
         ├── NoCompatibleNodes               no node can host func_cpu / func_ram
         ├── FunctionLoadError               workers could not unpickle the function
         └── RemoteError                     the function raised an exception that
-                                            cannot be rebuilt locally
+            │                               cannot be rebuilt locally (or one that would
+            │                               end this program: KeyboardInterrupt...)
+            └── RemoteExit                  the function called sys.exit() on the worker
 
 A user function's own exception is re-raised as its original type, with the
 remote traceback and ``exc.burla_input_index``; only when it cannot be
@@ -109,8 +111,28 @@ class RemoteError(JobFailed):
         self.remote_traceback = remote_traceback
 
 
+class RemoteExit(RemoteError):
+    """The function raised SystemExit (``sys.exit(code)``) on a worker: an
+    error naming the input and ``code``, never an exit of this program."""
+
+    def __init__(self, code: object, remote_traceback: str, input_index: int | None = None):
+        JobFailed.__init__(self, f"input {input_index}: the function called sys.exit({code!r}) on its worker "
+                                 f"(exit code {code!r}); return a value or raise an exception instead\n"
+                                 f"{remote_traceback}", input_index)
+        self.type_name = "builtins.SystemExit"
+        self.remote_traceback = remote_traceback
+        self.code = code
+
+
 # JobError.kind on the wire -> the class the client raises.
 JOB_ERROR_KINDS: dict[str, type[JobFailed]] = {
     cls.__name__: cls
     for cls in (JobFailed, WorkerCrashed, CallTimeout, NoCompatibleNodes, FunctionLoadError, RemoteError)
 }
+
+# Shown (and pickled) as burla.X, the name users import and catch, not burla._errors.X.
+for _cls in (BurlaError, ConfigError, SerializationError, InputTooBig, ResultTooBig, ClusterUnreachable,
+             AuthenticationError, ProtocolError, ConnectionLost, ProviderError, JobCanceled, JobFailed, WorkerCrashed,
+             CallTimeout, NoCompatibleNodes, FunctionLoadError, RemoteError, RemoteExit):
+    _cls.__module__ = "burla"
+del _cls

@@ -195,8 +195,8 @@ def test_exported_names():
     assert sorted(burla.__all__) == sorted([
         "AuthenticationError", "BurlaError", "CallTimeout", "ClusterUnreachable", "ConfigError", "ConnectionLost",
         "FunctionLoadError", "InputTooBig", "JobCanceled", "JobFailed", "NoCompatibleNodes", "ProtocolError", "ProviderError",
-        "RemoteError", "ResultTooBig", "SerializationError", "WorkerCrashed", "__version__", "connect",
-        "remote_parallel_map",
+        "RemoteError", "RemoteExit", "ResultTooBig", "SerializationError", "WorkerCrashed", "__version__", "connect",
+        "remote_parallel_map", "remote_parallel_map_async",
         "shutdown",
     ])
     for name in burla.__all__:

@@ -50,6 +50,17 @@ def remote_parallel_map(
     only Python >= 3.10 and the function's own dependencies), and
     ``func_gpu`` reserves that many GPUs per call.
     """
+    run = prepare(function_, inputs, func_cpu, func_ram, max_parallelism, raise_errors, spinner, max_retries,
+                  func_timeout, max_input_bytes, image, func_gpu)
+    if generator:
+        return ordered_values(run.results()) if ordered else (value for _, value in run.results())
+    return collect(run, run.results())
+
+
+def prepare(function_: Callable[..., Any], inputs: Iterable[Any], func_cpu: int, func_ram: float | None,
+            max_parallelism: int | None, raise_errors: bool, spinner: bool, max_retries: int,
+            func_timeout: float | None, max_input_bytes: int, image: str | None, func_gpu: int | None) -> JobRun:
+    """Check every argument and pickle the function: errors here, before anything is sent."""
     _validate(function_, inputs, func_cpu, func_ram, max_parallelism, max_retries, func_timeout, max_input_bytes)
     if image is not None and (not isinstance(image, str) or not image):
         raise ConfigError(f"image must be a container image name, got {image!r}")
@@ -57,19 +68,22 @@ def remote_parallel_map(
         raise ConfigError(f"func_gpu must be a whole number of GPUs >= 1, got {func_gpu!r}")
     options = JobOptions(func_cpu, func_ram, max_parallelism, raise_errors, spinner, max_retries, func_timeout,
                          max_input_bytes, image or "", func_gpu or 0)
-    run = JobRun(function_, inputs, options)
-    if generator:
-        return _ordered(run.results()) if ordered else (value for _, value in run.results())
+    return JobRun(function_, inputs, options)
+
+
+def collect(run: JobRun, results: Iterable[tuple[int, Any]]) -> list[Any]:
+    """The results as a list in input order."""
     if run.total is not None:
         out: list[Any] = [None] * run.total
-        for index, value in run.results():
+        for index, value in results:
             out[index] = value
         return out
-    got = dict(run.results())
+    got = dict(results)
     return [got[i] for i in range(len(got))]
 
 
-def _ordered(results: Iterator[tuple[int, Any]]) -> Iterator[Any]:
+def ordered_values(results: Iterator[tuple[int, Any]]) -> Iterator[Any]:
+    """Values in input order from (index, value) pairs in any order."""
     waiting: dict[int, Any] = {}
     nxt = 0
     for index, value in results:

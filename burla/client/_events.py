@@ -3,7 +3,8 @@
 Results, print output and the job's end arrive from the head, in the order
 the head sent them; ``Lost`` when the connection
 (or the loop thread) is gone; ``FeedFailed`` when the user's input iterator
-raised or an input could not be pickled, on the feeder thread.  Typed values,
+raised or an input could not be pickled, on the feeder thread; ``Abandoned``
+when the caller gave up on the job.  Typed values,
 never exceptions passed around as messages.
 """
 
@@ -49,4 +50,9 @@ class FeedFailed:
     error: BaseException
 
 
-JobEvent = Results | Logs | Notice | Ended | Lost | FeedFailed
+@dataclass(frozen=True)
+class Abandoned:
+    """The caller stopped waiting (an async caller's task was cancelled): cancel the job."""
+
+
+JobEvent = Results | Logs | Notice | Ended | Lost | FeedFailed | Abandoned

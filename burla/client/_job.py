@@ -18,7 +18,7 @@ from .._errors import ConnectionLost, JobCanceled
 from ..transport._payload import Segments, unpack
 from ..transport.messages import INITIAL_INPUT_CREDIT, InputBatch, SubmitJob
 from . import _cluster
-from ._events import Ended, FeedFailed, Logs, Lost, Notice, Results
+from ._events import Abandoned, Ended, FeedFailed, Logs, Lost, Notice, Results
 from ._pickling import Batcher, dumps_function
 from ._progress import Progress
 from ._results import job_error, rebuild
@@ -79,6 +79,14 @@ class JobRun:
         self.inputs = inputs
         self.total = len(inputs) if isinstance(inputs, Sized) else None
         self.options = options
+        self.abandoned = threading.Event()
+        self._channel: JobChannel | None = None
+
+    def abandon(self) -> None:
+        """From any thread: the caller gives up; ``results()`` ends and the job is canceled."""
+        self.abandoned.set()
+        if self._channel is not None:
+            self._channel.put(Abandoned())
 
     def _spec(self, job_id: str) -> SubmitJob:
         o = self.options
@@ -99,6 +107,9 @@ class JobRun:
             return
         done_total = batcher.count if batcher.exhausted else None
         job = session.submit(self._spec(job_id), first, done_total)
+        self._channel = job
+        if self.abandoned.is_set():
+            job.put(Abandoned())
         feeder = Feeder(job, batcher) if done_total is None else None
         if feeder is not None:
             feeder.start()
@@ -138,6 +149,8 @@ class JobRun:
                         raise error
                     case FeedFailed(error=error):
                         raise error
+                    case Abandoned():
+                        return  # not finished: canceled below
         except KeyboardInterrupt:
             job.cancel("canceled by the user (Ctrl-C)")
             finished = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 
-from .._errors import JOB_ERROR_KINDS, CallTimeout, JobCanceled, JobFailed, RemoteError
+from .._errors import JOB_ERROR_KINDS, CallTimeout, JobCanceled, JobFailed, RemoteError, RemoteExit
 from ..transport.messages import ItemError, JobError
 
 
@@ -18,7 +18,11 @@ def rebuild(err: ItemError) -> BaseException:
             exc = pickle.loads(err.exception)
         except Exception:
             exc = None
-    if not isinstance(exc, BaseException):
+    if isinstance(exc, SystemExit):  # (its code from args: rebuilt by tblib, .code is not set again)
+        code = exc.args[0] if len(exc.args) == 1 else exc.args or None
+        return RemoteExit(code, err.traceback, err.index)
+    if not isinstance(exc, Exception):  # KeyboardInterrupt, GeneratorExit...: raised here they would
+        # pass for the user's own Ctrl-C or end the program; they are the function's error
         return RemoteError(err.type_name, err.traceback, err.index)
     try:
         exc.burla_input_index = err.index  # type: ignore[attr-defined]  # burla's attribute on the user's exception

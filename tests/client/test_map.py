@@ -97,6 +97,45 @@ def test_exception_that_cannot_be_unpickled_becomes_remote_error(on_cluster):
     assert info.value.burla_input_index == 0 and "inner" in info.value.remote_traceback
 
 
+def test_a_remote_sys_exit_is_an_error_naming_the_input_and_the_code(on_cluster):
+    import sys
+
+    def exits(x):
+        if x == 2:
+            sys.exit(3)
+        return x
+
+    with pytest.raises(burla.RemoteExit, match=r"input 2: the function called sys.exit\(3\)") as info:
+        rpm(exits, range(5), spinner=False)
+    assert info.value.code == 3 and info.value.burla_input_index == 2
+    out = rpm(exits, range(4), raise_errors=False, spinner=False)
+    assert out[:2] == [0, 1] and isinstance(out[2], burla.RemoteExit) and out[3] == 3
+
+
+def test_a_script_whose_remote_function_exits_does_not_exit_0(on_cluster):
+    from ..conftest import run_script
+
+    code = (
+        "import sys, burla\n"
+        f"burla.connect({on_cluster.record.head!r}, token={on_cluster.record.token!r})\n"
+        "def f(x):\n    sys.exit(0)\n"
+        "burla.remote_parallel_map(f, [1], spinner=False)\n"
+        "print('after the map')\n"
+    )
+    ran = run_script(code)
+    assert ran.returncode == 1 and "after the map" not in ran.stdout
+    assert "burla.RemoteExit" in ran.stderr and "sys.exit(0)" in ran.stderr
+
+
+def test_a_remote_keyboard_interrupt_is_the_functions_error_not_a_cancel(on_cluster):
+    def interrupted(x):
+        raise KeyboardInterrupt
+
+    with pytest.raises(burla.RemoteError, match="KeyboardInterrupt") as info:
+        rpm(interrupted, [7], spinner=False)
+    assert not isinstance(info.value, burla.RemoteExit) and info.value.burla_input_index == 0
+
+
 def test_numpy_arrays_and_large_bytes(on_cluster):
     arrays = rpm(np.arange, [3, 100_000], spinner=False)
     assert arrays[1].sum() == np.arange(100_000).sum()
