@@ -201,3 +201,36 @@ def test_exported_names():
     ])
     for name in burla.__all__:
         assert hasattr(burla, name)
+
+
+@pytest.mark.parametrize("source", ["connect", "env", "record"])
+def test_an_unreachable_head_names_where_its_address_came_from(cli_env, source):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = f"127.0.0.1:{s.getsockname()[1]}"
+    s.close()  # nothing listens there
+    env = dict(cli_env)
+    code = "import burla\n"
+    if source == "connect":
+        code += f"burla.connect({dead!r}, token='t')\n"
+    elif source == "env":
+        env.update(BURLA_HEAD=dead, BURLA_TOKEN="t")
+    else:
+        from burla._config import ClusterRecord, save_cluster
+
+        os.environ["BURLA_CONFIG_DIR"] = env["BURLA_CONFIG_DIR"]
+        try:
+            save_cluster(ClusterRecord(name="gone", provider="local", head=dead, http="http://127.0.0.1:1", token="t"))
+        finally:
+            del os.environ["BURLA_CONFIG_DIR"]
+    code += "burla.remote_parallel_map(abs, [1], spinner=False)\n"
+    ran = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 1
+    last = ran.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"burla.ClusterUnreachable: no burla head reachable at {dead}")
+    assert {"connect": "was given to burla.connect()", "env": "was taken from BURLA_HEAD",
+            "record": "recorded by `burla up` for cluster 'gone'; if that cluster is gone, `burla down gone`"
+            }[source] in last
+    assert "asyncio" not in ran.stderr and "During handling" not in ran.stderr

@@ -14,7 +14,7 @@ import os
 import threading
 
 from .. import _config, _nested
-from .._errors import ConfigError
+from .._errors import AuthenticationError, ClusterUnreachable, ConfigError
 from ..transport._address import parse_address
 from ._session import Session
 
@@ -39,21 +39,31 @@ def connect(address: str, token: str) -> None:
 
 
 
-def _resolve() -> tuple[str, str] | None:
+def _resolve() -> tuple[str, str, str] | None:
+    """(address, token, where the address came from: for error messages)."""
     if _explicit is not None:
-        return _explicit
+        return (*_explicit, "given to burla.connect()")
     if _nested.cluster is not None:  # inside a worker: a nested call runs on the worker's own cluster
-        return _nested.cluster
+        return (*_nested.cluster, "the cluster this worker belongs to")
     env_head = os.environ.get("BURLA_HEAD")
     if env_head:
         token = os.environ.get("BURLA_TOKEN")
         if not token:
             raise ConfigError("BURLA_HEAD is set but BURLA_TOKEN is not: set both, or call burla.connect()")
-        return env_head, token
+        return env_head, token, "taken from BURLA_HEAD"
     record = _config.load_cluster()
     if record is not None:
-        return record.head, record.token
+        return (record.head, record.token, f"recorded by `burla up` for cluster {record.name!r}; if that cluster "
+                                           f"is gone, `burla down {record.name}` forgets it")
     return None
+
+
+def _open(address: str, token: str, source: str) -> Session:
+    host, port = parse_address(address)
+    try:
+        return Session(host, port, token)
+    except (ClusterUnreachable, AuthenticationError) as e:  # not ConnectionLost: that is a job's, later
+        raise type(e)(f"{e} (the address {address} was {source})") from None
 
 
 def session() -> Session:
@@ -72,9 +82,8 @@ def session() -> Session:
 
                 _embedded = start_local_cluster(name="embedded", attached=True)
                 atexit.register(shutdown)
-            target = (_embedded.record.head, _embedded.record.token)
-        host, port = parse_address(target[0])
-        _session = Session(host, port, target[1])
+            target = (_embedded.record.head, _embedded.record.token, "the embedded cluster's")
+        _session = _open(*target)
         return _session
 
 
