@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from .._errors import ConfigError
+from .._stateful import CallableClass, is_callable_class
 from ._job import JobOptions, JobRun
 
 MAX_INPUT_BYTES = 256 * 1024 * 1024
@@ -27,6 +28,8 @@ def remote_parallel_map(
     max_input_bytes: int = MAX_INPUT_BYTES,
     image: str | None = None,
     func_gpu: int | None = None,
+    init_args: tuple[Any, ...] = (),
+    init_kwargs: dict[str, Any] | None = None,
 ) -> Any:
     """Call ``function_`` on every input, in parallel on the cluster.
 
@@ -49,9 +52,16 @@ def remote_parallel_map(
     run workers in containers: ``provider: {type: docker}``; the image needs
     only Python >= 3.10 and the function's own dependencies), and
     ``func_gpu`` reserves that many GPUs per call.
+
+    ``function_`` may be a class whose instances are callable (it defines
+    ``__call__``): each worker then builds one instance,
+    ``function_(*init_args, **init_kwargs)``, when the job starts there, and
+    calls it on every input it runs -- load a model once per worker, not once
+    per input.  An error in the constructor fails the job once, as
+    ``FunctionLoadError`` naming the class.
     """
     run = prepare(function_, inputs, func_cpu, func_ram, max_parallelism, raise_errors, spinner, max_retries,
-                  func_timeout, max_input_bytes, image, func_gpu)
+                  func_timeout, max_input_bytes, image, func_gpu, init_args, init_kwargs)
     if generator:
         return ordered_values(run.results()) if ordered else (value for _, value in run.results())
     return collect(run, run.results())
@@ -59,9 +69,19 @@ def remote_parallel_map(
 
 def prepare(function_: Callable[..., Any], inputs: Iterable[Any], func_cpu: int, func_ram: float | None,
             max_parallelism: int | None, raise_errors: bool, spinner: bool, max_retries: int,
-            func_timeout: float | None, max_input_bytes: int, image: str | None, func_gpu: int | None) -> JobRun:
+            func_timeout: float | None, max_input_bytes: int, image: str | None, func_gpu: int | None,
+            init_args: tuple[Any, ...] = (), init_kwargs: dict[str, Any] | None = None) -> JobRun:
     """Check every argument and pickle the function: errors here, before anything is sent."""
     _validate(function_, inputs, func_cpu, func_ram, max_parallelism, max_retries, func_timeout, max_input_bytes)
+    if not isinstance(init_args, tuple) or not isinstance(init_kwargs, (dict, type(None))):
+        raise ConfigError(f"init_args must be a tuple and init_kwargs a dict, got {type(init_args).__name__} "
+                          f"and {type(init_kwargs).__name__}")
+    if is_callable_class(function_):
+        shipped: Any = CallableClass(cast(type, function_), init_args, dict(init_kwargs or {}))
+        function_ = shipped
+    elif init_args or init_kwargs:
+        raise ConfigError(f"init_args / init_kwargs build a stateful worker from a class that defines __call__; "
+                          f"{getattr(function_, '__qualname__', function_)!r} is not one")
     if image is not None and (not isinstance(image, str) or not image):
         raise ConfigError(f"image must be a container image name, got {image!r}")
     if func_gpu is not None and (not isinstance(func_gpu, int) or isinstance(func_gpu, bool) or func_gpu < 1):

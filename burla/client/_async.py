@@ -135,7 +135,8 @@ def remote_parallel_map_async(
     function_: Callable[..., Any], inputs: Iterable[Any], func_cpu: int = ..., func_ram: float | None = ...,
     max_parallelism: int | None = ..., generator: Literal[False] = ..., raise_errors: bool = ..., spinner: bool = ...,
     *, ordered: bool | None = ..., max_retries: int = ..., func_timeout: float | None = ..., max_input_bytes: int = ...,
-    image: str | None = ..., func_gpu: int | None = ...,
+    image: str | None = ..., func_gpu: int | None = ..., init_args: tuple[Any, ...] = ...,
+    init_kwargs: dict[str, Any] | None = ...,
 ) -> Coroutine[Any, Any, list[Any]]: ...
 
 
@@ -144,7 +145,8 @@ def remote_parallel_map_async(
     function_: Callable[..., Any], inputs: Iterable[Any], func_cpu: int = ..., func_ram: float | None = ...,
     max_parallelism: int | None = ..., *, generator: Literal[True], raise_errors: bool = ..., spinner: bool = ...,
     ordered: bool | None = ..., max_retries: int = ..., func_timeout: float | None = ..., max_input_bytes: int = ...,
-    image: str | None = ..., func_gpu: int | None = ...,
+    image: str | None = ..., func_gpu: int | None = ..., init_args: tuple[Any, ...] = ...,
+    init_kwargs: dict[str, Any] | None = ...,
 ) -> AsyncIterator[Any]: ...
 
 
@@ -164,6 +166,8 @@ def remote_parallel_map_async(
     max_input_bytes: int = MAX_INPUT_BYTES,
     image: str | None = None,
     func_gpu: int | None = None,
+    init_args: tuple[Any, ...] = (),
+    init_kwargs: dict[str, Any] | None = None,
 ) -> Coroutine[Any, Any, list[Any]] | AsyncIterator[Any]:
     """``remote_parallel_map`` for async code: a coroutine to ``await`` for the
     list (or to wrap in a task), or with ``generator=True`` an async iterator
@@ -171,5 +175,5 @@ def remote_parallel_map_async(
     at the call); the caller's event loop is never blocked, and cancelling the
     awaiting task (or leaving the ``async for``) cancels the job."""
     run = prepare(function_, inputs, func_cpu, func_ram, max_parallelism, raise_errors, spinner, max_retries,
-                  func_timeout, max_input_bytes, image, func_gpu)
+                  func_timeout, max_input_bytes, image, func_gpu, init_args, init_kwargs)
     return _stream(run, bool(ordered)) if generator else _gather(run)

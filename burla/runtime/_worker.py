@@ -32,6 +32,7 @@ import cloudpickle
 
 from .. import _nested
 from .._errors import SerializationError
+from .._stateful import CallableClass
 from ..transport._blocking import BlockingConnection
 from ..transport._codec import (
     EndJob,
@@ -116,9 +117,17 @@ class Worker:
                 _nested.parent_job = job_id
                 STATUS.pack_into(self.status, 0, LOADING, time.monotonic())  # a death here is the function's
                 try:
-                    self.function = cloudpickle.loads(blob)
+                    loaded = cloudpickle.loads(blob)
                 except BaseException as e:
+                    loaded = None
                     self.conn.send(JobSetupFailed(job_id, _describe_load_failure(e)))
+                if isinstance(loaded, CallableClass):  # a stateful worker: its instance, built once here
+                    spec, loaded = loaded, None
+                    try:
+                        loaded = spec.build()
+                    except BaseException as e:
+                        self.conn.send(JobSetupFailed(job_id, _describe_build_failure(spec.name, e)))
+                self.function = loaded
                 STATUS.pack_into(self.status, 0, -1, 0.0)
             case InputBatchView() as batch if batch.job_id == self.job_id and self.function is not None:
                 self.run(batch)
@@ -218,6 +227,12 @@ def _describe_load_failure(e: BaseException) -> str:
         hint = (" (the function needs a module the workers do not have: install it on the nodes, "
                 "or keep it as a local .py file next to your script so burla ships it)")
     return f"workers could not load the function: {type(e).__name__}: {e}{hint}"
+
+
+def _describe_build_failure(name: str, e: BaseException) -> str:
+    tb = e.__traceback__.tb_next if e.__traceback__ else None  # from the user's __init__ on
+    text = "".join(traceback.format_exception(type(e), e, tb)).rstrip()
+    return f"{name}(*init_args, **init_kwargs) failed on a worker: {type(e).__name__}: {e}\n{text}"
 
 
 def _start_threads(conn: BlockingConnection, inbox: queue.SimpleQueue[object], logs: LogWindow,
