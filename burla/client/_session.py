@@ -255,7 +255,8 @@ class Session:
                 if job is not None:
                     job._on_message(msg)
         except (ConnectionLost, ProtocolError) as e:
-            self.dead = ConnectionLost(f"lost the connection to the burla head at {self.address}: {e}")
+            why = str(e).removeprefix(f"{self.address}: ")  # the transport names the peer too
+            self.dead = ConnectionLost(f"lost the connection to the burla head at {self.address}: {why}")
             for job in list(self.jobs.values()):
                 job._lost(self.dead)
 
