@@ -17,20 +17,10 @@ class CallableClass:
         self.cls, self.args, self.kwargs = cls, args, kwargs
         self.__name__, self.__qualname__ = cls.__name__, cls.__qualname__  # the job is named after the class
 
-    @property
-    def name(self) -> str:
-        return self.__qualname__
-
     def build(self) -> Any:
         return self.cls(*self.args, **self.kwargs)
 
 
 def is_callable_class(obj: object) -> bool:
-    return isinstance(obj, type) and "__call__" in _defined(obj)
-
-
-def _defined(cls: type) -> set[str]:
-    names: set[str] = set()
-    for klass in cls.__mro__[:-1]:  # not object's (type's __call__ is not an instance's)
-        names.update(vars(klass))
-    return names
+    """A class that defines ``__call__`` for its instances (object's, the last in the MRO, does not count)."""
+    return isinstance(obj, type) and any("__call__" in vars(klass) for klass in obj.__mro__[:-1])

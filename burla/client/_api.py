@@ -77,8 +77,7 @@ def prepare(function_: Callable[..., Any], inputs: Iterable[Any], func_cpu: int,
         raise ConfigError(f"init_args must be a tuple and init_kwargs a dict, got {type(init_args).__name__} "
                           f"and {type(init_kwargs).__name__}")
     if is_callable_class(function_):
-        shipped: Any = CallableClass(cast(type, function_), init_args, dict(init_kwargs or {}))
-        function_ = shipped
+        function_ = cast(Callable[..., Any], CallableClass(cast(type, function_), init_args, dict(init_kwargs or {})))
     elif init_args or init_kwargs:
         raise ConfigError(f"init_args / init_kwargs build a stateful worker from a class that defines __call__; "
                           f"{getattr(function_, '__qualname__', function_)!r} is not one")

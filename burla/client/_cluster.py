@@ -62,7 +62,7 @@ def _open(address: str, token: str, source: str) -> Session:
     host, port = parse_address(address)
     try:
         return Session(host, port, token)
-    except (ClusterUnreachable, AuthenticationError) as e:  # not ConnectionLost: that is a job's, later
+    except (ClusterUnreachable, AuthenticationError) as e:  # (ConnectionLost too: a head that stopped answering)
         raise type(e)(f"{e} (the address {address} was {source})") from None
 
 

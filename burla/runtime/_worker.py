@@ -126,7 +126,7 @@ class Worker:
                     try:
                         loaded = spec.build()
                     except BaseException as e:
-                        self.conn.send(JobSetupFailed(job_id, _describe_build_failure(spec.name, e)))
+                        self.conn.send(JobSetupFailed(job_id, _describe_build_failure(spec.__qualname__, e)))
                 self.function = loaded
                 STATUS.pack_into(self.status, 0, -1, 0.0)
             case InputBatchView() as batch if batch.job_id == self.job_id and self.function is not None:
@@ -206,10 +206,14 @@ def _load_input(index: int, data: memoryview) -> Any:
         raise SerializationError(f"input {index} could not be unpickled on the worker: {type(e).__name__}: {e}") from e
 
 
+def _user_traceback(e: BaseException) -> str:
+    """``e``'s traceback from the user's code on: our own frame is dropped (from ``e`` too)."""
+    tb = e.__traceback__.tb_next if e.__traceback__ else None
+    return "".join(traceback.format_exception(type(e), e.with_traceback(tb), tb))
+
+
 def _item_error(index: int, e: BaseException) -> ItemError:
-    tb = e.__traceback__.tb_next if e.__traceback__ else None  # drop our own frame
-    e = e.with_traceback(tb)
-    text = "".join(traceback.format_exception(type(e), e, tb))
+    text = _user_traceback(e)
     try:
         from tblib import pickling_support
 
@@ -230,8 +234,7 @@ def _describe_load_failure(e: BaseException) -> str:
 
 
 def _describe_build_failure(name: str, e: BaseException) -> str:
-    tb = e.__traceback__.tb_next if e.__traceback__ else None  # from the user's __init__ on
-    text = "".join(traceback.format_exception(type(e), e, tb)).rstrip()
+    text = _user_traceback(e).rstrip()  # from the user's __init__ on
     return f"{name}(*init_args, **init_kwargs) failed on a worker: {type(e).__name__}: {e}\n{text}"
 
 
