@@ -28,6 +28,7 @@ SIZES = {  # full, quick
     "W4": (40, 16),
     "M1": ((1_000_000, 10_000_000), (100_000, 400_000)),
     "W6": ((40, 1.0), (8, 0.25)),  # calls, seconds each
+    "W8": ((200, 5_000), (50, 1_000)),  # round trips, calls in the burst
 }
 
 
@@ -110,6 +111,35 @@ def w6(engine: Engine, quick: bool) -> dict[str, Any]:
             "total_s": arrivals[-1]}
 
 
+def w8(engine: Engine, quick: bool, reps: int) -> dict[str, Any]:
+    """An Executor: one tiny call submitted and awaited at a time (median round trip),
+    the time ``submit`` itself takes, and a burst of tiny calls submitted then awaited."""
+    ex = engine.executor()
+    trips, burst = SIZES["W8"][quick]
+    for i in range(20):  # warm: the executor's workers are up
+        assert ex.submit(tasks.identity, i).result() == i
+    rt, sub = [], []
+    for i in range(trips):
+        t0 = time.perf_counter()
+        fut = ex.submit(tasks.identity, i)
+        t1 = time.perf_counter()
+        assert fut.result() == i, "W8 result differs"
+        rt.append((time.perf_counter() - t0) * 1e3)
+        sub.append((t1 - t0) * 1e6)
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        fs = [ex.submit(tasks.identity, i) for i in range(burst)]
+        assert [f.result() for f in fs] == list(range(burst)), "W8 burst results differ"
+        return burst / (time.perf_counter() - t0)
+
+    rates = _reps(once, reps)
+    rt.sort()
+    return {"value": statistics.median(rt), "p10": rt[len(rt) // 10], "p90": rt[len(rt) * 9 // 10], "unit": "ms",
+            "better": "lower", "submit_us": statistics.median(sub), "burst_calls_per_s": statistics.median(rates),
+            "burst_runs": rates}
+
+
 def m1(engine: Engine, quick: bool) -> dict[str, Any]:
     pids = [os.getpid(), *engine.service_pids()]
     procs = [psutil.Process(p) for p in pids]
@@ -178,6 +208,8 @@ def main() -> None:
                     results[w] = m1(engine, args.quick)
                 elif w == "W6":
                     results[w] = w6(engine, args.quick)
+                elif w == "W8":
+                    results[w] = w8(engine, args.quick, reps)
             except NotImplementedError:
                 results[w] = {"skipped": "engine cannot stream an iterator"}
             except Exception as e:  # one workload failing must not hide the others

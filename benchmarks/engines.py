@@ -22,6 +22,7 @@ class Engine:
     def map(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]: raise NotImplementedError
     def one(self, fn: Callable[[Any], Any], x: Any) -> Any: return self.map(fn, [x])[0]
     def imap(self, fn: Callable[[Any], Any], items: Any) -> Any: raise NotImplementedError
+    def executor(self) -> Any: raise NotImplementedError  # a concurrent.futures.Executor (W8)
     def stop(self) -> None: ...
     def service_pids(self) -> list[int]: return []
 
@@ -53,11 +54,18 @@ class Burla(Engine):
     def imap(self, fn, items):
         return self._burla.remote_parallel_map(fn, items, generator=True, spinner=False)
 
+    def executor(self):
+        if getattr(self, "ex", None) is None:
+            self.ex = self._burla.Executor(max_workers=self.ncpu)
+        return self.ex
+
     def service_pids(self) -> list[int]:
         cluster = getattr(self, "cluster", None) or self._cluster._embedded
         return [cluster.procs[0].pid] if cluster else []  # the head
 
     def stop(self) -> None:
+        if getattr(self, "ex", None) is not None:
+            self.ex.shutdown()
         self._burla.shutdown()
         if getattr(self, "cluster", None):
             self.cluster.stop()
@@ -99,6 +107,9 @@ class ProcessPool(Engine):
 
     def one(self, fn, x):
         return self.ex.submit(fn, x).result()
+
+    def executor(self):
+        return self.ex
 
     def stop(self):
         self.ex.shutdown(cancel_futures=True)

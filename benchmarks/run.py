@@ -16,8 +16,8 @@ from typing import Any
 import psutil
 
 ALL_ENGINES = ["burla", "mp_pool", "ppe", "loky", "dask", "ray_tasks", "ray_pool"]
-ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "M1", "W6", "S1"]
-PEERS_ONLY_FOR = {"M1": {"burla", "mp_pool"}, "W6": {"burla"}, "S1": {"burla"}}
+ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "M1", "W6", "S1", "W8"]
+PEERS_ONLY_FOR = {"M1": {"burla", "mp_pool"}, "W6": {"burla"}, "S1": {"burla"}, "W8": {"burla", "ppe", "loky"}}
 
 TARGETS = [  # (workload, description, check(results) -> (ok, detail))
     ("W1", "burla >= 2x mp_pool per-item rate"),
@@ -27,6 +27,7 @@ TARGETS = [  # (workload, description, check(results) -> (ok, detail))
     ("W5", "burla cold start <= 0.5 s"),
     ("M1", "burla client+head peak <= 300 MB, flat from small to large N"),
     ("W6", "burla first result of slow calls (generator) <= 1.1 call durations"),
+    ("W8", "burla.Executor: tiny submit().result() <= 1 ms median"),
 ]
 
 
@@ -108,7 +109,7 @@ def run(engines: list[str], workloads: list[str], quick: bool, timeout: float) -
         print(f"... {engine}", file=sys.stderr, flush=True)
         res: dict[str, Any] = {}
         warm = [w for w in workloads
-                if w in ("W1", "W2", "W3", "W4", "M1", "W6") and engine in PEERS_ONLY_FOR.get(w, {engine})]
+                if w in ("W1", "W2", "W3", "W4", "M1", "W6", "W8") and engine in PEERS_ONLY_FOR.get(w, {engine})]
         if engine.startswith("ray"):
             _ray_stop()
         if warm:
@@ -155,6 +156,12 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     ok, detail = ratio >= 1.25, f"{ratio:.2f}x best peer ({max(peers):.0f} MB/s)"
             elif w == "W4":
                 ok, detail = b >= 0.95, f"{b:.3f}"
+            elif w == "W8":
+                r = results["burla"]["W8"]
+                peers = ", ".join(f"{e} {v:.3f} ms" for e in ("ppe", "loky") if (v := _v(results, e, w)))
+                ok = b <= 1.0
+                detail = (f"{b:.3f} ms round trip, submit {r['submit_us']:.0f} us, burst "
+                          f"{r['burst_calls_per_s']:,.0f} calls/s" + (f"; {peers}" if peers else ""))
             elif w == "W5":
                 ok, detail = b <= 0.5, f"{b:.3f} s"
             elif w == "W6":
@@ -190,7 +197,8 @@ def table(report: dict[str, Any]) -> str:
 
 def _header(w: str) -> str:
     return {"W1": "W1 calls/s", "W2": "W2 ms", "W3": "W3 MB/s", "W4": "W4 eff", "W5": "W5 cold s",
-            "M1": "M1 peak MB", "W6": "W6 first result s", "S1": "S1 2-node W1 / W3"}[w]
+            "M1": "M1 peak MB", "W6": "W6 first result s", "S1": "S1 2-node W1 / W3",
+            "W8": "W8 executor ms"}[w]
 
 
 def _cell(r: Any) -> str:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     AuthenticationError,
+    BrokenExecutor,
     BurlaError,
     CallTimeout,
     ClusterUnreachable,
@@ -29,15 +30,17 @@ from ._errors import (
 from ._version import __version__
 
 if TYPE_CHECKING:  # typed for users' checkers; at run time loaded on first use (see __getattr__)
-    from .client import connect, remote_parallel_map, remote_parallel_map_async, shutdown
+    from .client import Executor, connect, remote_parallel_map, remote_parallel_map_async, shutdown
 
 __all__ = [
     "AuthenticationError",
+    "BrokenExecutor",
     "BurlaError",
     "CallTimeout",
     "ClusterUnreachable",
     "ConfigError",
     "ConnectionLost",
+    "Executor",
     "FunctionLoadError",
     "InputTooBig",
     "JobCanceled",
@@ -61,7 +64,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The client API loads on first use: worker processes import burla's
     # runtime without it (and without msgspec in a user's image).
-    if name in ("connect", "remote_parallel_map", "remote_parallel_map_async", "shutdown"):
+    if name in ("Executor", "connect", "remote_parallel_map", "remote_parallel_map_async", "shutdown"):
         from . import client
 
         return getattr(client, name)

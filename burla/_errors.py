@@ -10,6 +10,8 @@
     ├── AuthenticationError (PermissionError) the head refused our token
     ├── ProtocolError (ConnectionError)     a peer sent bytes that are not burla
     ├── ProviderError                       Docker / a cloud API refused (message says the fix)
+    ├── BrokenExecutor (concurrent.futures.BrokenExecutor)
+    │                                       a burla.Executor can run no more calls
     ├── JobCanceled                         the job was canceled (Ctrl-C, cancel)
     └── JobFailed                           the cluster could not complete the job
         ├── WorkerCrashed                   an input killed its worker max_retries+1 times
@@ -27,6 +29,8 @@ unpickled here does it arrive as ``RemoteError``.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import BrokenExecutor as _StdBrokenExecutor
 
 
 class BurlaError(Exception):
@@ -67,6 +71,13 @@ class ConnectionLost(ClusterUnreachable):
 
 class ProviderError(BurlaError):
     pass
+
+
+class BrokenExecutor(BurlaError, _StdBrokenExecutor):
+    """A ``burla.Executor`` whose job failed (its initializer raised, a call
+    crashed its worker past ``max_retries``, the head went away): its calls
+    not yet done fail with this, and so does every later ``submit``.  The
+    job's own error is the ``__cause__``."""
 
 
 class JobCanceled(BurlaError):
@@ -132,7 +143,7 @@ JOB_ERROR_KINDS: dict[str, type[JobFailed]] = {
 
 # Shown (and pickled) as burla.X, the name users import and catch, not burla._errors.X.
 for _cls in (BurlaError, ConfigError, SerializationError, InputTooBig, ResultTooBig, ClusterUnreachable,
-             AuthenticationError, ProtocolError, ConnectionLost, ProviderError, JobCanceled, JobFailed, WorkerCrashed,
-             CallTimeout, NoCompatibleNodes, FunctionLoadError, RemoteError, RemoteExit):
+             AuthenticationError, ProtocolError, ConnectionLost, ProviderError, BrokenExecutor, JobCanceled, JobFailed,
+             WorkerCrashed, CallTimeout, NoCompatibleNodes, FunctionLoadError, RemoteError, RemoteExit):
     _cls.__module__ = "burla"
 del _cls

@@ -13,9 +13,11 @@ from typing import Any
 
 
 class CallableClass:
-    def __init__(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], label: str = "") -> None:
         self.cls, self.args, self.kwargs = cls, args, kwargs
         self.__name__, self.__qualname__ = cls.__name__, cls.__qualname__  # the job is named after the class
+        # what a construction error names: "<label> failed on a worker: ..."
+        self.label = label or f"{cls.__qualname__}(*init_args, **init_kwargs)"
 
     def build(self) -> Any:
         return self.cls(*self.args, **self.kwargs)

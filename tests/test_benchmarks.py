@@ -12,7 +12,7 @@ def test_quick_run_measures_burla_and_multiprocessing_and_plots(tmp_path):
     out = tmp_path / "results.json"
     env = dict(os.environ, PYTHONPATH=ROOT)
     run = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--quick", "--engines", "burla,mp_pool",
-                          "--workloads", "W1,W2,W3,W4,W5,M1,W6,S1", "--out", str(out)],
+                          "--workloads", "W1,W2,W3,W4,W5,M1,W6,S1,W8", "--out", str(out)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     report = json.loads(out.read_text())
@@ -22,7 +22,9 @@ def test_quick_run_measures_burla_and_multiprocessing_and_plots(tmp_path):
             assert result.get("value", 0) > 0, (engine, w, result, run.stdout, run.stderr[-2000:])
     assert report["results"]["burla"]["S1"]["W1"]["value"] > 0
     assert report["results"]["burla"]["W6"]["value"] > 0
-    assert {t["workload"] for t in report["targets"]} == {"W1", "W2", "W3", "W4", "W5", "M1", "W6"}
+    assert report["results"]["burla"]["W8"]["value"] > 0 and report["results"]["burla"]["W8"]["burst_calls_per_s"] > 0
+    assert "W8" not in report["results"]["mp_pool"]  # (it has no Executor)
+    assert {t["workload"] for t in report["targets"]} == {"W1", "W2", "W3", "W4", "W5", "M1", "W6", "W8"}
     assert "| burla |" in run.stdout
     plot = subprocess.run([sys.executable, "-m", "benchmarks", "plot", str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)

@@ -7,5 +7,6 @@ cluster configured) is started through ``burla.cloud``'s local provider.
 from ._api import remote_parallel_map
 from ._async import remote_parallel_map_async
 from ._cluster import connect, shutdown
+from ._executor import Executor
 
-__all__ = ["connect", "remote_parallel_map", "remote_parallel_map_async", "shutdown"]
+__all__ = ["Executor", "connect", "remote_parallel_map", "remote_parallel_map_async", "shutdown"]

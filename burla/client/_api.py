@@ -72,7 +72,11 @@ def prepare(function_: Callable[..., Any], inputs: Iterable[Any], func_cpu: int,
             func_timeout: float | None, max_input_bytes: int, image: str | None, func_gpu: int | None,
             init_args: tuple[Any, ...] = (), init_kwargs: dict[str, Any] | None = None) -> JobRun:
     """Check every argument and pickle the function: errors here, before anything is sent."""
-    _validate(function_, inputs, func_cpu, func_ram, max_parallelism, max_retries, func_timeout, max_input_bytes)
+    if not callable(function_):
+        raise ConfigError(f"function_ must be callable, got {type(function_).__name__}")
+    if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__iter__"):
+        raise ConfigError(f"inputs must be an iterable of inputs (a list, generator...), got {type(inputs).__name__}")
+    validate_options(func_cpu, func_ram, max_parallelism, max_retries, func_timeout, max_input_bytes, image, func_gpu)
     if not isinstance(init_args, tuple) or not isinstance(init_kwargs, (dict, type(None))):
         raise ConfigError(f"init_args must be a tuple and init_kwargs a dict, got {type(init_args).__name__} "
                           f"and {type(init_kwargs).__name__}")
@@ -81,10 +85,6 @@ def prepare(function_: Callable[..., Any], inputs: Iterable[Any], func_cpu: int,
     elif init_args or init_kwargs:
         raise ConfigError(f"init_args / init_kwargs build a stateful worker from a class that defines __call__; "
                           f"{getattr(function_, '__qualname__', function_)!r} is not one")
-    if image is not None and (not isinstance(image, str) or not image):
-        raise ConfigError(f"image must be a container image name, got {image!r}")
-    if func_gpu is not None and (not isinstance(func_gpu, int) or isinstance(func_gpu, bool) or func_gpu < 1):
-        raise ConfigError(f"func_gpu must be a whole number of GPUs >= 1, got {func_gpu!r}")
     options = JobOptions(func_cpu, func_ram, max_parallelism, raise_errors, spinner, max_retries, func_timeout,
                          max_input_bytes, image or "", func_gpu or 0)
     return JobRun(function_, inputs, options)
@@ -112,12 +112,9 @@ def ordered_values(results: Iterator[tuple[int, Any]]) -> Iterator[Any]:
             nxt += 1
 
 
-def _validate(fn: object, inputs: object, func_cpu: object, func_ram: object, max_parallelism: object,
-              max_retries: object, func_timeout: object, max_input_bytes: object) -> None:
-    if not callable(fn):
-        raise ConfigError(f"function_ must be callable, got {type(fn).__name__}")
-    if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__iter__"):
-        raise ConfigError(f"inputs must be an iterable of inputs (a list, generator...), got {type(inputs).__name__}")
+def validate_options(func_cpu: object, func_ram: object, max_parallelism: object, max_retries: object,
+                     func_timeout: object, max_input_bytes: object, image: object, func_gpu: object) -> None:
+    """The checks of the options remote_parallel_map and Executor share."""
     if not isinstance(func_cpu, int) or isinstance(func_cpu, bool) or func_cpu < 1:
         raise ConfigError(f"func_cpu must be a whole number of CPUs >= 1, got {func_cpu!r}")
     if func_ram is not None and (not isinstance(func_ram, (int, float)) or func_ram <= 0):
@@ -130,3 +127,7 @@ def _validate(fn: object, inputs: object, func_cpu: object, func_ram: object, ma
         raise ConfigError(f"func_timeout must be a positive number of seconds, got {func_timeout!r}")
     if not isinstance(max_input_bytes, int) or max_input_bytes < 1:
         raise ConfigError(f"max_input_bytes must be a positive int, got {max_input_bytes!r}")
+    if image is not None and (not isinstance(image, str) or not image):
+        raise ConfigError(f"image must be a container image name, got {image!r}")
+    if func_gpu is not None and (not isinstance(func_gpu, int) or isinstance(func_gpu, bool) or func_gpu < 1):
+        raise ConfigError(f"func_gpu must be a whole number of GPUs >= 1, got {func_gpu!r}")

@@ -101,49 +101,61 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
 MAX_BATCH_ITEMS = 1024  # inputs in one batch, at most (calls of about 20 us each fill one)
 
 
-class Batcher:
-    """Turns an iterable of inputs into (start, ends, payload) batches.
-
-    Batches close at ``size`` inputs, ``max_bytes`` of pickles, or
-    ``max_delay`` seconds after their first input (so a slow generator still
-    streams).
+class BatchSizer:
+    """How many calls go in one batch.
 
     Until results show how long a call takes, every batch holds one input: a
     job of slow calls sent in bigger batches before its first result would
     queue inputs behind busy workers while other slots idle (1,000 one-second
     calls on 100 slots went out three to a batch: 82% busy).  Then
-    (``observe``) a batch holds about ``BATCH_SECONDS`` of calls, growing by
-    doubling: tiny calls travel by the thousand, so per-message costs vanish
-    however many slots the cluster has, and slow ones one per free slot.
+    (``observe``) a batch holds about ``BATCH_SECONDS`` of calls: tiny calls
+    travel by the thousand, so per-message costs vanish however many slots
+    the cluster has, and slow ones one per free slot.
     """
 
     BATCH_SECONDS = 0.02
 
+    def __init__(self, max_items: int = 1024) -> None:
+        self.max_items = max(1, max_items)
+        self.target = 1
+        self.observed = False
+        self._call_seconds = 0.0
+
+    def observe(self, durations: list[float]) -> None:
+        """Durations of calls that finished (any thread: readers only read ``target``)."""
+        if not durations:
+            return
+        mean = sum(durations) / len(durations)
+        self._call_seconds = mean if not self.observed else 0.7 * self._call_seconds + 0.3 * mean
+        self.observed = True
+        fit = self.BATCH_SECONDS / max(self._call_seconds, 1e-9)
+        self.target = max(1, min(self.max_items, int(fit)))
+
+
+class Batcher:
+    """Turns an iterable of inputs into (start, ends, payload) batches.
+
+    Batches close at ``size`` inputs, ``max_bytes`` of pickles, or
+    ``max_delay`` seconds after their first input (so a slow generator still
+    streams).  ``size`` grows by doubling to the ``BatchSizer``'s target.
+    """
+
     def __init__(self, inputs: Any, max_input_bytes: int, max_bytes: int = 512 * 1024, max_delay: float = 0.02,
                  max_items: int = MAX_BATCH_ITEMS):
         self._it = iter(inputs)
-        self.target = 1  # inputs per batch to grow to (``observe``)
+        self.sizer = BatchSizer(max_items)
         self.size = 1  # inputs in the next batch
         self.max_input_bytes = max_input_bytes
         self.max_bytes = max_bytes
         self.max_delay = max_delay
-        self.max_items = max(1, max_items)
         self.count = 0
         self.exhausted = False
-        self._call_seconds = 0.0
-        self._observed = False
 
     def observe(self, durations: list[float]) -> None:
         """Durations of calls that finished (from the consumer's thread: the
-        feeder reads ``target`` and ``size`` between batches)."""
-        if not durations:
-            return
-        mean = sum(durations) / len(durations)
-        self._call_seconds = mean if not self._observed else 0.7 * self._call_seconds + 0.3 * mean
-        self._observed = True
-        fit = self.BATCH_SECONDS / max(self._call_seconds, 1e-9)
-        self.target = max(1, min(self.max_items, int(fit)))
-        self.size = min(self.size, self.target)
+        feeder reads ``size`` between batches)."""
+        self.sizer.observe(durations)
+        self.size = min(self.size, self.sizer.target)
 
     def next_batch(self) -> tuple[int, list[int], bytes | Segments] | None:
         if self.exhausted:
@@ -173,8 +185,8 @@ class Batcher:
             self.exhausted = True
         if not packer.ends:
             return None
-        if self._observed:
-            self.size = min(self.size * 2, self.target)
+        if self.sizer.observed:
+            self.size = min(self.size * 2, self.sizer.target)
         ends, payload = packer.take()
         return start, ends, payload
 

@@ -52,6 +52,8 @@ T = TypeVar("T")
 LIVENESS_CHECK = 1.0  # seconds between checks that the loop thread still runs, while a caller waits
 CONNECT_TIMEOUT = 30.0  # seconds for connect + hello (the transport bounds each step further)
 CLOSE_TIMEOUT = 2.0
+ACK_DELAY = 0.005  # seconds a consumed result batch may wait to be acknowledged to the head
+ACK_EAGER = 16  # consumed batches acknowledged at once (the head's result window is 64 and up)
 
 
 class JobChannel:
@@ -69,6 +71,8 @@ class JobChannel:
         self._credit = INITIAL_INPUT_CREDIT
         self._unacked = 0  # results consumed, not yet acknowledged to the head
         self._ack_posted = False
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self.on_credit: Callable[[], None] | None = None  # called on the loop thread when credit arrives
 
     # loop side
     def _on_message(self, msg: DecodedMessage) -> None:
@@ -77,10 +81,14 @@ class JobChannel:
                 with self._lock:
                     self._credit += n
                     self._lock.notify_all()
+                if self.on_credit is not None:
+                    self.on_credit()
             case JobAccepted(n_workers=n):
                 self.n_workers = n
             case ResultBatchView():
                 self._events.put(Results(msg))
+                if self._ack_timer is None:  # its ack goes at the latest ACK_DELAY from now
+                    self._ack_timer = self.session.loop.call_later(ACK_DELAY, self._flush_acks)
             case JobEnded():
                 self._end()
                 self._events.put(Ended(msg))
@@ -99,6 +107,9 @@ class JobChannel:
             self._lock.notify_all()
 
     def _flush_acks(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         with self._lock:
             n, self._unacked, self._ack_posted = self._unacked, 0, False
         if n:
@@ -141,6 +152,18 @@ class JobChannel:
             self.session.post(batch)
         return True
 
+    def take_credit(self) -> bool:
+        """Take one batch's credit if the head granted any, without waiting."""
+        with self._lock:
+            if self._credit <= 0 or self.ended:
+                return False
+            self._credit -= 1
+            return True
+
+    def give_back_credit(self) -> None:
+        with self._lock:
+            self._credit += 1
+
     def send_nowait(self, msg: Message) -> None:
         self.session.post(msg)
 
@@ -157,10 +180,14 @@ class JobChannel:
         self.send_nowait(LogAck(self.job_id, 1))
 
     def ack(self, batches: int = 1) -> None:
-        """Results consumed: acks coalesce into one ResultAck per loop wake-up."""
+        """Results consumed.  Acks are not a message each: they go with the timer
+        the results armed on arrival (ACK_DELAY), or at once past ACK_EAGER
+        batches -- far below the head's window, which then never waits on them,
+        while the head is spared a message per result (a tiny call's round trip
+        shares 2 CPUs with it)."""
         with self._lock:
             self._unacked += batches
-            if self._ack_posted:
+            if self._ack_posted or self._unacked < ACK_EAGER:
                 return
             self._ack_posted = True
         self.session.soon(self._flush_acks)
@@ -194,6 +221,7 @@ class Session:
         self.loop = _loop.new_event_loop()
         self.jobs: dict[str, JobChannel] = {}
         self.dead: ConnectionLost | None = None
+        self.cluster_workers = 0  # worker slots the head reported when we connected
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self._thread = threading.Thread(target=self.loop.run_forever, name="burla-client", daemon=True)
@@ -242,6 +270,7 @@ class Session:
         if not isinstance(welcome, Welcome):
             conn.abort()
             raise ProtocolError(f"head at {host}:{port} answered {type(welcome).__name__} to ClientHello")
+        self.cluster_workers = welcome.workers
         return conn
 
     async def _start_reader(self) -> None:

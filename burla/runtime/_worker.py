@@ -126,7 +126,7 @@ class Worker:
                     try:
                         loaded = spec.build()
                     except BaseException as e:
-                        self.conn.send(JobSetupFailed(job_id, _describe_build_failure(spec.__qualname__, e)))
+                        self.conn.send(JobSetupFailed(job_id, _describe_build_failure(spec.label, e)))
                 self.function = loaded
                 STATUS.pack_into(self.status, 0, -1, 0.0)
             case InputBatchView() as batch if batch.job_id == self.job_id and self.function is not None:
@@ -233,9 +233,9 @@ def _describe_load_failure(e: BaseException) -> str:
     return f"workers could not load the function: {type(e).__name__}: {e}{hint}"
 
 
-def _describe_build_failure(name: str, e: BaseException) -> str:
+def _describe_build_failure(label: str, e: BaseException) -> str:
     text = _user_traceback(e).rstrip()  # from the user's __init__ on
-    return f"{name}(*init_args, **init_kwargs) failed on a worker: {type(e).__name__}: {e}\n{text}"
+    return f"{label} failed on a worker: {type(e).__name__}: {e}\n{text}"
 
 
 def _start_threads(conn: BlockingConnection, inbox: queue.SimpleQueue[object], logs: LogWindow,

@@ -122,6 +122,18 @@ def pack(objects: Iterable[Any]) -> tuple[list[int], bytes | Segments]:
     return packer.take()
 
 
+def join(pickled: list[bytes | Segments]) -> tuple[list[int], bytes | Segments]:
+    """One batch from objects pickled apart (each one ``Packer.take()``'s payload), uncopied."""
+    parts: list[bytes] = []
+    ends: list[int] = []
+    size = 0
+    for one in pickled:
+        parts += one.parts if isinstance(one, Segments) else [one]
+        size += len(one)
+        ends.append(size)
+    return ends, parts[0] if len(parts) == 1 else Segments(parts, size)
+
+
 def payload_view(payload: Any) -> memoryview:
     """A batch payload as a zero-copy memoryview: bytes, a memoryview, or a
     received msgspec.Raw (whose MessagePack bin header is skipped)."""

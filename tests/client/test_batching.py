@@ -1,5 +1,5 @@
 """How the client cuts inputs into batches: one input each until results show how long a call
-takes, then about Batcher.BATCH_SECONDS of calls per batch (issue 10)."""
+takes, then about BatchSizer.BATCH_SECONDS of calls per batch (issue 10)."""
 
 from burla.client._pickling import Batcher
 
