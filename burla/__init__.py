@@ -68,4 +68,8 @@ def __getattr__(name: str) -> Any:
         from . import client
 
         return getattr(client, name)
+    if name == "joblib":  # burla.joblib.register(): needs joblib, so only loaded when asked for
+        import importlib
+
+        return importlib.import_module("burla.joblib")
     raise AttributeError(f"module 'burla' has no attribute {name!r}")

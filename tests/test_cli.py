@@ -193,8 +193,8 @@ def test_exported_names():
     import burla
 
     assert sorted(burla.__all__) == sorted([
-        "AuthenticationError", "BurlaError", "CallTimeout", "ClusterUnreachable", "ConfigError", "ConnectionLost",
-        "FunctionLoadError", "InputTooBig", "JobCanceled", "JobFailed", "NoCompatibleNodes", "ProtocolError", "ProviderError",
+        "AuthenticationError", "BrokenExecutor", "BurlaError", "CallTimeout", "ClusterUnreachable", "ConfigError",
+        "ConnectionLost", "Executor", "FunctionLoadError", "InputTooBig", "JobCanceled", "JobFailed", "NoCompatibleNodes", "ProtocolError", "ProviderError",
         "RemoteError", "RemoteExit", "ResultTooBig", "SerializationError", "WorkerCrashed", "__version__", "connect",
         "remote_parallel_map", "remote_parallel_map_async",
         "shutdown",
