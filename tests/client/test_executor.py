@@ -156,3 +156,18 @@ def test_ctrl_c_in_a_with_block_cancels_the_job_on_the_cluster(on_cluster, tmp_p
     finally:
         p.kill()
         p.wait()
+
+
+def plus_one(x):
+    return x + 1
+
+
+def sum_on_an_executor(n):
+    with burla.Executor(max_workers=2) as ex:
+        return sum(ex.map(plus_one, range(n)))
+
+
+def test_an_executor_inside_a_call_runs_its_calls_on_the_same_cluster(on_cluster):
+    with burla.Executor(max_workers=2) as ex:  # both slots may hold a parent: nested calls still run
+        assert [f.result(timeout=60) for f in [ex.submit(sum_on_an_executor, n) for n in (3, 4)]] == [6, 10]
+    assert burla.remote_parallel_map(sum_on_an_executor, [5], spinner=False) == [15]
