@@ -1,0 +1,118 @@
+"""The client's Python environment, as the workers need to reproduce it (issue 12, item 4).
+
+``installed()`` lists the distributions this interpreter has, each with its
+version and, for a project installed from a local directory (editable or
+not), that directory.  ``missing_from(reqs, image)`` is what a worker image
+lacks (absent, or at another version).  ``build_wheel(req, cache)`` builds a
+local project into a wheel here, once per state of its files: index packages
+are installed on the nodes by name and version, local ones from the wheel the
+client ships.
+
+This is the client's half; the nodes' half (installing into a per-node
+cache before a job's first call) builds on it.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
+
+from .._errors import ConfigError
+
+WHEEL_TIMEOUT = 600.0  # seconds to build one local project's wheel
+_SKIPPED_DIRS = {".git", "__pycache__", "build", "dist", ".venv", ".tox", ".mypy_cache", ".pytest_cache"}
+
+
+@dataclass(frozen=True)
+class Requirement:
+    name: str  # canonical (PEP 503): lower case, runs of -_. as one -
+    version: str
+    local_path: str = ""  # the project directory it was installed from, if local ("" for an index package)
+
+    @property
+    def pin(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed(path: list[str] | None = None) -> list[Requirement]:
+    """The distributions on ``path`` (default: ``sys.path``), one per name (the first, as import finds it)."""
+    seen: dict[str, Requirement] = {}
+    for dist in importlib.metadata.distributions(path=sys.path if path is None else path):
+        name = dist.metadata["Name"]
+        if not name or canonical(name) in seen:
+            continue
+        seen[canonical(name)] = Requirement(canonical(name), dist.version, _local_path(dist))
+    return sorted(seen.values(), key=lambda r: r.name)
+
+
+def _local_path(dist: importlib.metadata.Distribution) -> str:
+    """The directory of a project installed from a local path (PEP 610's direct_url.json), else ""."""
+    text = dist.read_text("direct_url.json")
+    if not text:  # metadata in a source tree (``pip install -e`` of old, ``setup.py develop``): that tree
+        where = str(dist.locate_file(""))
+        local = any(os.path.exists(os.path.join(where, f)) for f in ("pyproject.toml", "setup.py"))
+        return os.path.abspath(where) if local else ""
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return ""
+    url = urlparse(str(info.get("url", "")))
+    if url.scheme != "file" or "dir_info" not in info:
+        return ""  # a wheel or archive file, or a VCS checkout: not a project directory
+    return unquote(url.path)
+
+
+def missing_from(reqs: Iterable[Requirement], image: dict[str, str]) -> list[Requirement]:
+    """What a worker image with ``image`` ({canonical name: version}) lacks:
+    distributions it does not have, or has at another version; local projects always."""
+    return [r for r in reqs if r.local_path or image.get(r.name) != r.version]
+
+
+def build_wheel(req: Requirement, cache: str) -> str:
+    """The wheel of a local project, built once per state of its files (cached in ``cache``)."""
+    if not req.local_path or not os.path.isdir(req.local_path):
+        raise ConfigError(f"{req.name} {req.version} was installed from {req.local_path or 'an index'}, "
+                          "which is not a project directory here: reinstall it, or install it on the nodes' image")
+    out = os.path.join(cache, f"{req.name}-{_fingerprint(req.local_path)}")
+    wheels = glob.glob(os.path.join(out, "*.whl"))
+    if wheels:
+        return wheels[0]
+    os.makedirs(out, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", out,
+           req.local_path]
+    try:
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=WHEEL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"building a wheel of the local project {req.name} ({req.local_path}) took over "
+                          f"{WHEEL_TIMEOUT:g}s") from None
+    wheels = glob.glob(os.path.join(out, "*.whl"))
+    if done.returncode != 0 or not wheels:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+        raise ConfigError(f"could not build a wheel of the local project {req.name} ({req.local_path}) to ship "
+                          f"to the workers; pip wheel said:\n{tail}")
+    return wheels[0]
+
+
+def _fingerprint(root: str) -> str:
+    """A digest of the project's files (paths, sizes, mtimes): a changed file means a new wheel."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS and not d.endswith(".egg-info"))
+        for name in sorted(filenames):
+            st = os.stat(os.path.join(dirpath, name))
+            h.update(f"{rel}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
