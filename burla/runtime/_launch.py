@@ -14,6 +14,8 @@ import signal
 import sys
 from typing import Protocol
 
+from ..transport.messages import AssignJob
+
 
 def worker_args(node_address: str, wid: int, status_file: str) -> list[str]:
     """How every worker starts, after the interpreter (a process here, ``python3`` in a container)."""
@@ -36,6 +38,12 @@ class Launcher(Protocol):
     runtime: str
     default_image: str
     head_address: str  # the cluster's head as this node reaches it: workers' nested calls go there
+    prepares_environments: bool  # installs a job's requirements for its workers (prepare_environment)
+
+    def prepare_environment(self, image: str, assign: AssignJob) -> str:
+        """(In a thread) the directory of the job's environment, made now if need be; "" if none is
+        needed.  Raises ProviderError naming what could not be installed."""
+        ...
 
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle: ...
     async def set_limits(self, handle: WorkerHandle, func_cpu: int, func_ram: int, func_gpu: int) -> None: ...
@@ -95,6 +103,10 @@ class ProcessHandle:
 
 class ProcessLauncher:
     runtime = "process"
+    prepares_environments = False  # workers share the node's interpreter: they have what it has
+
+    def prepare_environment(self, image: str, assign: AssignJob) -> str:
+        return ""
     default_image = ""
 
     def __init__(self, node_address: str, token: str):

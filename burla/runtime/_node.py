@@ -49,7 +49,7 @@ from ..transport.messages import (
 )
 from . import _status
 from ._launch import Launcher, ProcessLauncher, WorkerHandle
-from ._node_commands import ApplyLimits, Command, Kill, Respawn, Spawn, ToHead, ToWorker
+from ._node_commands import ApplyLimits, Command, Kill, PrepareEnvironment, Respawn, Spawn, ToHead, ToWorker
 from ._node_state import NodeState, WorkerPhase
 
 log = logging.getLogger("burla.node")
@@ -116,7 +116,8 @@ class NodeDaemon:
         # payload (still authenticated like any other connection).
         self.launcher: Launcher = launcher or ProcessLauncher(f"unix:{self._worker_sock}", token)
         self.launcher.head_address = f"{head_host}:{head_port}"
-        self.state = NodeState(self.node_id, self.n_workers, self.launcher.default_image)
+        self.state = NodeState(self.node_id, self.n_workers, self.launcher.default_image,
+                               prepares_environments=self.launcher.prepares_environments)
         self._procs: dict[int, _Proc] = {}
         self._conns: dict[int, Connection] = {}
         self._head: Connection | None = None
@@ -204,6 +205,8 @@ class NodeDaemon:
                     self._tasks.spawn(self._apply_limits(cmd), f"limits-{cmd.wid}")
                 case Kill(wid=wid):
                     self._kill(wid)
+                case PrepareEnvironment():
+                    self._tasks.spawn(self._prepare_environment(cmd), f"environment-{cmd.job_id}")
 
     def _to_head(self, msg: Outgoing) -> None:
         if self._head is not None and not self._head.closed:
@@ -237,6 +240,14 @@ class NodeDaemon:
     async def _respawn_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
         self._apply(self.state.replace_worker())
+
+    async def _prepare_environment(self, cmd: PrepareEnvironment) -> None:
+        try:
+            path = await asyncio.to_thread(self.launcher.prepare_environment, cmd.image, cmd.assign)
+        except (ProviderError, OSError) as e:
+            self._apply(self.state.environment_failed(cmd.job_id, str(e)))
+            return
+        self._apply(self.state.environment_ready(cmd.job_id, path))
 
     async def _apply_limits(self, cmd: ApplyLimits) -> None:
         proc = self._procs.get(cmd.wid)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..transport.messages import Outgoing
+from ..transport.messages import AssignJob, Outgoing
 
 
 @dataclass(frozen=True)
@@ -51,4 +51,15 @@ class Kill:
     wid: int
 
 
-Command = ToWorker | ToHead | Spawn | Respawn | ApplyLimits | Kill
+@dataclass(frozen=True)
+class PrepareEnvironment:
+    """Make the job's environment (``AssignJob.requirements``/``wheels``) in its
+    image, then report ``environment_ready(job_id, path)`` or
+    ``environment_failed(job_id, message)``."""
+
+    job_id: str
+    image: str
+    assign: AssignJob
+
+
+Command = ToWorker | ToHead | Spawn | Respawn | ApplyLimits | Kill | PrepareEnvironment

@@ -61,11 +61,11 @@ from ..transport.messages import (
     ResultBatchView,
     StartJob,
 )
-from ._node_commands import ApplyLimits, Command, Kill, Respawn, Spawn, ToHead, ToWorker
+from ._node_commands import ApplyLimits, Command, Kill, PrepareEnvironment, Respawn, Spawn, ToHead, ToWorker
 from ._status import LOADING
 
-__all__ = ["ApplyLimits", "Command", "Kill", "NodeState", "Respawn", "Spawn", "ToHead", "ToWorker", "WorkerPhase",
-           "WorkerSlot"]
+__all__ = ["ApplyLimits", "Command", "Kill", "NodeState", "PrepareEnvironment", "Respawn", "Spawn", "ToHead",
+           "ToWorker", "WorkerPhase", "WorkerSlot"]
 log = logging.getLogger("burla.node")
 
 TIMEOUT_GRACE = 2.0  # seconds past func_timeout before the node kills a call that ignored the alarm
@@ -102,6 +102,7 @@ class JobSlot:
     start_failures: int = 0  # workers in the job's image that exited before connecting
     log_sources: deque[int] = field(default_factory=deque)  # worker of each log batch sent, oldest first
     unexplained_deaths: int = 0  # workers that died outside any call since the job's last result here
+    env: str | None = ""  # the job's environment directory ("": none needed); None while it is being made
 
     @property
     def job_id(self) -> str:
@@ -110,8 +111,11 @@ class JobSlot:
 
 class NodeState:
     def __init__(self, node_id: str, n_workers: int, default_image: str = "",
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random, prepares_environments: bool = False) -> None:
         self.node_id = node_id
+        # Workers in containers of an image: a job's requirements are installed before its first call.
+        # (Process workers share the node's interpreter: they have what the node has.)
+        self.prepares_environments = prepares_environments
         self._rng = rng  # the backoff's jitter (a parameter, so tests can fix it)
         self.n_workers = n_workers
         self.default_image = default_image
@@ -138,6 +142,26 @@ class NodeState:
         if assign.job_id in self.jobs:
             return cmds
         job = self.jobs[assign.job_id] = JobSlot(assign)
+        if self.prepares_environments and assign.requirements:
+            job.env = None  # no worker joins it before its environment is in place
+            return [*cmds, PrepareEnvironment(assign.job_id, self._job_image(job), assign)]
+        return cmds + self._staff(job)
+
+    def environment_ready(self, job_id: str, path: str) -> list[Command]:
+        job = self.jobs.get(job_id)
+        if job is None or job.env is not None:
+            return []  # released meanwhile
+        job.env = path
+        return self._staff(job)
+
+    def environment_failed(self, job_id: str, message: str) -> list[Command]:
+        job = self.jobs.get(job_id)
+        if job is None or job.env is not None:
+            return []
+        return self._setup_failure(job, message)
+
+    def _staff(self, job: JobSlot) -> list[Command]:
+        cmds: list[Command] = []
         # Fitting workers first; then the others make room for the job's own.
         for w in sorted(self.workers.values(), key=lambda w: not self._fits(w, job)):
             cmds += self._give_job(w)
@@ -199,7 +223,8 @@ class NodeState:
             return [] if not ok else self._give_job(w)
         w.phase = WorkerPhase.SERVING
         a = job.assign
-        return [ToWorker(wid, StartJob(a.job_id, a.function, a.func_timeout)), *self._pump(job)]
+        paths = [job.env] if job.env else []
+        return [ToWorker(wid, StartJob(a.job_id, a.function, a.func_timeout, paths)), *self._pump(job)]
 
     def worker_result(self, wid: int, rb: ResultBatchView) -> list[Command]:
         """Results of consecutive inputs of the worker's oldest batch: the whole
@@ -362,8 +387,8 @@ class NodeState:
         return sum(1 for w in self.workers.values() if w.job_id == job.job_id)
 
     def _lacking(self) -> list[JobSlot]:
-        """Jobs with fewer workers than they were assigned, oldest first."""
-        return [j for j in self.jobs.values() if self._job_workers(j) < j.assign.n_workers]
+        """Jobs ready for workers (their environment in place) with fewer than they were assigned, oldest first."""
+        return [j for j in self.jobs.values() if j.env is not None and self._job_workers(j) < j.assign.n_workers]
 
     def _job_wanting(self, image: str) -> JobSlot | None:
         """The oldest job lacking workers in ``image``."""

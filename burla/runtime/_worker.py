@@ -16,6 +16,7 @@ returns to the interpreter cannot be interrupted by the worker's alarm).
 from __future__ import annotations
 
 import argparse
+import importlib
 import mmap
 import os
 import pickle
@@ -111,10 +112,13 @@ class Worker:
 
     def handle(self, msg: object) -> None:
         match msg:
-            case StartJob(job_id=job_id, function=blob, func_timeout=timeout):
+            case StartJob(job_id=job_id, function=blob, func_timeout=timeout, paths=paths):
                 self.logs.reset()
                 self.job_id, self.timeout = job_id, timeout
                 _nested.parent_job = job_id
+                if paths:  # the job's environment (undone by reset(): _Baseline restores sys.path)
+                    sys.path[:0] = [p for p in paths if p not in sys.path]
+                    importlib.invalidate_caches()
                 STATUS.pack_into(self.status, 0, LOADING, time.monotonic())  # a death here is the function's
                 try:
                     loaded = cloudpickle.loads(blob)

@@ -411,7 +411,7 @@ class HeadState:
     def _assign_msg(self, job: JobState, n: int, guest: bool = False) -> AssignJob:
         spec = job.spec
         return AssignJob(job.job_id, spec.function, n, spec.func_timeout, spec.func_ram, spec.func_cpu, spec.func_gpu,
-                         spec.image, self.config.prefetch_per_worker, guest)
+                         spec.image, self.config.prefetch_per_worker, guest, spec.requirements, spec.wheels)
 
     def _release(self, job: JobState, node: NodeState) -> list[Command]:
         """``job`` (with nothing left to run there) leaves the node (``Placement.leave``)."""

@@ -18,7 +18,7 @@ from typing import Any
 FIELDS: dict[str, tuple[str, ...]] = {
     "WorkerHello": ("worker_id", "pid", "version"),
     "Heartbeat": (),
-    "StartJob": ("job_id", "function", "func_timeout"),
+    "StartJob": ("job_id", "function", "func_timeout", "paths"),
     "InputBatch": ("job_id", "start", "ends", "attempt", "payload"),
     "EndJob": ("job_id",),
     "ItemError": ("index", "type_name", "traceback", "exception", "timeout"),
@@ -30,7 +30,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "WorkerHello": {"version": 1}, "ItemError": {"timeout": False}, "InputBatch": {"attempt": 0},
-    "JobSetupFailed": {"kind": "FunctionLoadError"},
+    "JobSetupFailed": {"kind": "FunctionLoadError"}, "StartJob": {"paths": []},
 }
 
 

@@ -98,6 +98,14 @@ class Heartbeat(_Msg):
 # --- jobs ---------------------------------------------------------------------
 
 
+class Dist(_Msg):
+    """A distribution of the client's environment that the workers should have (issue 12, item 4)."""
+
+    name: str  # canonical (PEP 503)
+    version: str
+    local: bool = False  # a local project: installed from the wheel of that name in ``wheels``
+
+
 class SubmitJob(_Msg):
     job_id: str
     function_name: str
@@ -111,6 +119,10 @@ class SubmitJob(_Msg):
     image: str = ""  # container image for the workers; "" = the node's default
     func_gpu: int = 0
     parent: str = ""  # the job whose call submitted this one (a nested call), else ""
+    # The client's environment, for nodes whose workers run in containers: what the image lacks
+    # is installed before the job's first call there.  Local projects come as wheels {filename: bytes}.
+    requirements: list[Dist] = []
+    wheels: dict[str, bytes] = {}
 
 
 class JobAccepted(_Msg):
@@ -232,12 +244,15 @@ class AssignJob(_Msg):
     # A job of the same job tree as the node's current one (a nested call): served beside it
     # on workers of its own, which the node starts when its pool has none idle.
     guest: bool = False
+    requirements: list[Dist] = []  # SubmitJob's
+    wheels: dict[str, bytes] = {}
 
 
 class StartJob(_Msg):
     job_id: str
     function: bytes
     func_timeout: float
+    paths: list[str] = []  # directories the worker puts first on sys.path for the job (its environment)
 
 
 class JobSetupFailed(_Msg):

@@ -13,6 +13,7 @@ from burla.runtime._node_state import (
     Command,
     Kill,
     NodeState,
+    PrepareEnvironment,
     Respawn,
     Spawn,
     ToHead,
@@ -25,6 +26,7 @@ from burla.transport.messages import (
     AssignJob,
     BatchAssigned,
     BatchLost,
+    Dist,
     EndJob,
     InputBatch,
     InputBatchView,
@@ -420,3 +422,64 @@ def test_an_owner_assignment_ends_every_job_of_the_old_tree():
     s.assign(assign("child", guest=True))
     s.assign(assign("other"))
     assert list(s.jobs) == ["other"]
+
+
+# --- a job's environment (issue 12, item 4) ---------------------------------------------
+
+
+def with_requirements(job_id: str = "j") -> AssignJob:
+    a = assign(job_id)
+    a.requirements = [Dist("six", "1.16.0"), Dist("mini-thing", "0.3.1", True)]
+    a.wheels = {"mini_thing-0.3.1-py3-none-any.whl": b"PK"}
+    return a
+
+
+def container_node(n: int = 2) -> NodeState:
+    s = NodeState("n1", n, "img", prepares_environments=True)
+    s.start()
+    for wid in range(n):
+        s.worker_hello(wid)
+    return s
+
+
+def test_no_worker_joins_a_job_before_its_environment_is_in_place_then_each_starts_with_it():
+    s = container_node()
+    cmds = s.assign(with_requirements())
+    assert [(c.job_id, c.image) for c in of(cmds, PrepareEnvironment)] == [("j", "img")]
+    assert not of(cmds, ApplyLimits)
+    assert s.batch(batch("j", 0)) == []  # it waits here, on no worker
+    cmds = s.environment_ready("j", "/status/env/envs/abc")
+    assert sorted(c.wid for c in of(cmds, ApplyLimits)) == [0, 1]
+    started = [m.msg for m in of(s.limits_applied(0, "j", True), ToWorker) if isinstance(m.msg, StartJob)]
+    assert [m.paths for m in started] == [["/status/env/envs/abc"]]
+
+
+def test_an_environment_that_cannot_be_made_fails_the_job_with_the_reason():
+    s = container_node()
+    s.assign(with_requirements())
+    cmds = s.environment_failed("j", "installing six 1.16.0 on this node failed (exit 1); pip said: ...")
+    (failed,) = [c.msg for c in of(cmds, ToHead)]
+    assert isinstance(failed, JobSetupFailed) and failed.kind == "JobFailed"
+    assert failed.message == "node n1: installing six 1.16.0 on this node failed (exit 1); pip said: ..."
+    assert not of(cmds, ApplyLimits)
+
+
+def test_an_environment_for_a_job_released_meanwhile_changes_nothing():
+    s = container_node()
+    s.assign(with_requirements())
+    s.release("j")
+    assert s.environment_ready("j", "/x") == [] and s.environment_failed("j", "late") == []
+
+
+def test_nodes_whose_workers_share_their_interpreter_ignore_requirements():
+    s = ready_node()
+    cmds = s.assign(with_requirements())
+    assert not of(cmds, PrepareEnvironment) and sorted(c.wid for c in of(cmds, ApplyLimits)) == [0, 1]
+    started = [m.msg for m in of(s.limits_applied(0, "j", True), ToWorker) if isinstance(m.msg, StartJob)]
+    assert [m.paths for m in started] == [[]]
+
+
+def test_requirements_and_paths_cross_the_wire():
+    a = with_requirements()
+    assert decode(encode(a)) == a
+    assert decode(encode(StartJob("j", b"fn", 0.0, ["/p"]))) == StartJob("j", b"fn", 0.0, ["/p"])

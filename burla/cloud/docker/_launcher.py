@@ -9,11 +9,17 @@ OOM kill is reported as such.  Docker's errors become ``ProviderError`` here.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Any
 
+from ...client._environment import Requirement
 from ...runtime._launch import WorkerHandle, worker_args
+from ...transport.messages import AssignJob
 from ._client import client, translated
+from ._environment import Environments
+
+log = logging.getLogger("burla.node")
 
 
 class ContainerHandle:
@@ -77,6 +83,7 @@ class ContainerLauncher:
     """
 
     runtime = "container"
+    prepares_environments = True
 
     def __init__(self, token: str, advertise: str, network: str, default_image: str, status_volume: str,
                  status_dir: str, labels: dict[str, str], name_prefix: str, ram_bytes: int):
@@ -92,6 +99,15 @@ class ContainerLauncher:
         self.name_prefix = name_prefix
         self.ram_bytes = ram_bytes
         self.head_address = ""
+        # Environments on the status volume: mounted at status_dir in the node and its workers alike.
+        self.environments = Environments(self.docker, os.path.join(status_dir, "env"),
+                                         {status_volume: {"bind": status_dir, "mode": "rw"}}, network=network)
+
+    def prepare_environment(self, image: str, assign: AssignJob) -> str:
+        reqs = [Requirement(d.name, d.version, "(a wheel from the client)" if d.local else "")
+                for d in assign.requirements]
+        return self.environments.prepare(image or self.default_image, reqs, assign.wheels,
+                                         lambda text: log.info("job %s: %s", assign.job_id, text))
 
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle:
         image = image or self.default_image
