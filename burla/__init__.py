@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     AuthenticationError,
-    BrokenExecutor,
     BurlaError,
     CallTimeout,
     ClusterUnreachable,
@@ -30,7 +29,7 @@ from ._errors import (
 from ._version import __version__
 
 if TYPE_CHECKING:  # typed for users' checkers; at run time loaded on first use (see __getattr__)
-    from .client import Executor, connect, remote_parallel_map, remote_parallel_map_async, shutdown
+    from .client import BrokenExecutor, Executor, connect, remote_parallel_map, remote_parallel_map_async, shutdown
 
 __all__ = [
     "AuthenticationError",
@@ -61,10 +60,14 @@ __all__ = [
 ]
 
 
+_CLIENT_NAMES = ("BrokenExecutor", "Executor", "connect", "remote_parallel_map", "remote_parallel_map_async",
+                 "shutdown")
+
+
 def __getattr__(name: str) -> Any:
     # The client API loads on first use: worker processes import burla's
     # runtime without it (and without msgspec in a user's image).
-    if name in ("Executor", "connect", "remote_parallel_map", "remote_parallel_map_async", "shutdown"):
+    if name in _CLIENT_NAMES:
         from . import client
 
         return getattr(client, name)

@@ -12,6 +12,8 @@
     ├── ProviderError                       Docker / a cloud API refused (message says the fix)
     ├── BrokenExecutor (concurrent.futures.BrokenExecutor)
     │                                       a burla.Executor can run no more calls
+    │                                       (defined in client/_executor.py: it needs
+    │                                       concurrent.futures, which workers never import)
     ├── JobCanceled                         the job was canceled (Ctrl-C, cancel)
     └── JobFailed                           the cluster could not complete the job
         ├── WorkerCrashed                   an input killed its worker max_retries+1 times
@@ -29,8 +31,6 @@ unpickled here does it arrive as ``RemoteError``.
 """
 
 from __future__ import annotations
-
-from concurrent.futures import BrokenExecutor as _StdBrokenExecutor
 
 
 class BurlaError(Exception):
@@ -71,13 +71,6 @@ class ConnectionLost(ClusterUnreachable):
 
 class ProviderError(BurlaError):
     pass
-
-
-class BrokenExecutor(BurlaError, _StdBrokenExecutor):
-    """A ``burla.Executor`` whose job failed (its initializer raised, a call
-    crashed its worker past ``max_retries``, the head went away): its calls
-    not yet done fail with this, and so does every later ``submit``.  The
-    job's own error is the ``__cause__``."""
 
 
 class JobCanceled(BurlaError):
@@ -143,7 +136,7 @@ JOB_ERROR_KINDS: dict[str, type[JobFailed]] = {
 
 # Shown (and pickled) as burla.X, the name users import and catch, not burla._errors.X.
 for _cls in (BurlaError, ConfigError, SerializationError, InputTooBig, ResultTooBig, ClusterUnreachable,
-             AuthenticationError, ProtocolError, ConnectionLost, ProviderError, BrokenExecutor, JobCanceled, JobFailed,
-             WorkerCrashed, CallTimeout, NoCompatibleNodes, FunctionLoadError, RemoteError, RemoteExit):
+             AuthenticationError, ProtocolError, ConnectionLost, ProviderError, JobCanceled, JobFailed, WorkerCrashed,
+             CallTimeout, NoCompatibleNodes, FunctionLoadError, RemoteError, RemoteExit):
     _cls.__module__ = "burla"
 del _cls

@@ -7,6 +7,6 @@ cluster configured) is started through ``burla.cloud``'s local provider.
 from ._api import remote_parallel_map
 from ._async import remote_parallel_map_async
 from ._cluster import connect, shutdown
-from ._executor import Executor
+from ._executor import BrokenExecutor, Executor
 
-__all__ = ["Executor", "connect", "remote_parallel_map", "remote_parallel_map_async", "shutdown"]
+__all__ = ["BrokenExecutor", "Executor", "connect", "remote_parallel_map", "remote_parallel_map_async", "shutdown"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import pickle
 import secrets
 import threading
 import time
@@ -31,7 +32,7 @@ from typing import Any, cast
 from .. import _nested
 from .._calls import ExecutorCalls
 from .._errors import (
-    BrokenExecutor,
+    BurlaError,
     ConfigError,
     FunctionLoadError,
     InputTooBig,
@@ -47,6 +48,17 @@ from ._events import Ended, Logs, Lost, Notice, Results
 from ._job import _as_bytes
 from ._pickling import BatchSizer, dumps_function, register_local_modules
 from ._results import job_error, rebuild
+
+
+class BrokenExecutor(BurlaError, futures.BrokenExecutor):
+    """A ``burla.Executor`` whose job failed (its initializer raised, a call
+    crashed its worker past ``max_retries``, the head went away): its calls
+    not yet done fail with this, and so does every later ``submit``.  The
+    job's own error is the ``__cause__``.  (Here, not in ``burla._errors``:
+    it needs ``concurrent.futures``, which workers never import.)"""
+
+
+BrokenExecutor.__module__ = "burla"
 
 CANCEL_WAIT = 5.0  # seconds a Ctrl-C'd shutdown waits for the cluster to confirm the cancel
 _stdlib_log = logging.getLogger("concurrent.futures")  # where the stdlib's executors report initializer errors
@@ -369,8 +381,6 @@ def _outcome(index: int, data: memoryview, errors: dict[int, Any]) -> tuple[bool
     err = errors.get(index)
     if err is not None:
         return False, rebuild(err)
-    import pickle
-
     try:
         return True, pickle.loads(data)
     except Exception as e:
