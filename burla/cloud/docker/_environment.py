@@ -49,21 +49,26 @@ class Environments:
 
     def image_distributions(self, image: str) -> dict[str, str]:
         """{canonical name: version} of what ``image`` has installed (asked once per image)."""
+        return self._image(image)[1]
+
+    def _image(self, image: str) -> tuple[str, dict[str, str]]:
+        """``image``'s id and distributions."""
         with translated(f"worker image {image!r} on this node"):
-            image_id = self.docker.images.get(image).id
+            image_id: str = self.docker.images.get(image).id
         if image_id not in self._image_dists:
             out = self._run(image, ["-c", _LIST_DISTRIBUTIONS], f"listing the distributions of {image}")
             self._image_dists[image_id] = json.loads(out.strip().splitlines()[-1])
-        return self._image_dists[image_id]
+        return image_id, self._image_dists[image_id]
 
     def prepare(self, image: str, reqs: list[Requirement], wheels: dict[str, bytes],
                 on_progress: Callable[[str], None] = lambda text: None) -> str:
         """The environment directory for ``reqs`` on ``image`` (installed now if it is not
         yet), or "" when the image has everything.  Raises ProviderError with pip's output."""
-        needed = [r for r in missing_from(reqs, self.image_distributions(image)) if r.name not in NEVER_INSTALLED]
+        image_id, have = self._image(image)
+        needed = [r for r in missing_from(reqs, have) if r.name not in NEVER_INSTALLED]
         if not needed:
             return ""
-        digest = _digest(image, self.docker.images.get(image).id, needed, wheels)
+        digest = _digest(image, image_id, needed, wheels)
         env = os.path.join(self.root, "envs", digest)
         with self._lock(digest):
             if os.path.exists(os.path.join(env, _COMPLETE)):
