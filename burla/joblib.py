@@ -31,7 +31,8 @@ from joblib._parallel_backends import (  # type: ignore[import-untyped]
 )
 
 __all__ = ["BurlaBackend", "register"]
-EXECUTOR_OPTIONS = ("func_cpu", "func_ram", "max_retries", "func_timeout", "image", "func_gpu", "max_input_bytes")
+EXECUTOR_OPTIONS = ("func_cpu", "func_ram", "max_retries", "func_timeout", "image", "func_gpu", "max_input_bytes",
+                    "sync_packages")
 
 
 def register() -> None:

@@ -14,6 +14,9 @@ import burla
 from burla.cloud import LocalCluster, start_local_cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The suite's own environment (~140 distributions) is not what its jobs need: jobs on container
+# nodes run with the image's packages, except where a test turns syncing on (tests/docker/test_environment.py).
+os.environ["BURLA_SYNC_PACKAGES"] = "0"
 
 
 def wait_until(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:

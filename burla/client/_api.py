@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
@@ -30,6 +31,7 @@ def remote_parallel_map(
     func_gpu: int | None = None,
     init_args: tuple[Any, ...] = (),
     init_kwargs: dict[str, Any] | None = None,
+    sync_packages: bool | None = None,
 ) -> Any:
     """Call ``function_`` on every input, in parallel on the cluster.
 
@@ -59,9 +61,17 @@ def remote_parallel_map(
     calls it on every input it runs -- load a model once per worker, not once
     per input.  An error in the constructor fails the job once, as
     ``FunctionLoadError`` naming the class.
+
+    On clusters whose workers run in containers (Docker, Compute Engine), the
+    distributions installed here that the worker image lacks (or has at
+    another version) are installed on each node before the job's first call
+    there, once per node; projects installed from a local directory (``pip
+    install -e .``) are built into wheels here and shipped.
+    ``sync_packages=False`` (or ``BURLA_SYNC_PACKAGES=0`` in the environment)
+    turns that off: the workers then have only what their image has.
     """
     run = prepare(function_, inputs, func_cpu, func_ram, max_parallelism, raise_errors, spinner, max_retries,
-                  func_timeout, max_input_bytes, image, func_gpu, init_args, init_kwargs)
+                  func_timeout, max_input_bytes, image, func_gpu, init_args, init_kwargs, sync_packages)
     if generator:
         return ordered_values(run.results()) if ordered else (value for _, value in run.results())
     return collect(run, run.results())
@@ -70,13 +80,15 @@ def remote_parallel_map(
 def prepare(function_: Callable[..., Any], inputs: Iterable[Any], func_cpu: int, func_ram: float | None,
             max_parallelism: int | None, raise_errors: bool, spinner: bool, max_retries: int,
             func_timeout: float | None, max_input_bytes: int, image: str | None, func_gpu: int | None,
-            init_args: tuple[Any, ...] = (), init_kwargs: dict[str, Any] | None = None) -> JobRun:
+            init_args: tuple[Any, ...] = (), init_kwargs: dict[str, Any] | None = None,
+            sync_packages: bool | None = None) -> JobRun:
     """Check every argument and pickle the function: errors here, before anything is sent."""
     if not callable(function_):
         raise ConfigError(f"function_ must be callable, got {type(function_).__name__}")
     if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__iter__"):
         raise ConfigError(f"inputs must be an iterable of inputs (a list, generator...), got {type(inputs).__name__}")
-    validate_options(func_cpu, func_ram, max_parallelism, max_retries, func_timeout, max_input_bytes, image, func_gpu)
+    validate_options(func_cpu, func_ram, max_parallelism, max_retries, func_timeout, max_input_bytes, image, func_gpu,
+                     sync_packages)
     if not isinstance(init_args, tuple) or not isinstance(init_kwargs, (dict, type(None))):
         raise ConfigError(f"init_args must be a tuple and init_kwargs a dict, got {type(init_args).__name__} "
                           f"and {type(init_kwargs).__name__}")
@@ -86,7 +98,7 @@ def prepare(function_: Callable[..., Any], inputs: Iterable[Any], func_cpu: int,
         raise ConfigError(f"init_args / init_kwargs build a stateful worker from a class that defines __call__; "
                           f"{getattr(function_, '__qualname__', function_)!r} is not one")
     options = JobOptions(func_cpu, func_ram, max_parallelism, raise_errors, spinner, max_retries, func_timeout,
-                         max_input_bytes, image or "", func_gpu or 0)
+                         max_input_bytes, image or "", func_gpu or 0, syncs_packages(sync_packages))
     return JobRun(function_, inputs, options)
 
 
@@ -113,7 +125,8 @@ def ordered_values(results: Iterator[tuple[int, Any]]) -> Iterator[Any]:
 
 
 def validate_options(func_cpu: object, func_ram: object, max_parallelism: object, max_retries: object,
-                     func_timeout: object, max_input_bytes: object, image: object, func_gpu: object) -> None:
+                     func_timeout: object, max_input_bytes: object, image: object, func_gpu: object,
+                     sync_packages: object = None) -> None:
     """The checks of the options remote_parallel_map and Executor share."""
     if not isinstance(func_cpu, int) or isinstance(func_cpu, bool) or func_cpu < 1:
         raise ConfigError(f"func_cpu must be a whole number of CPUs >= 1, got {func_cpu!r}")
@@ -131,3 +144,12 @@ def validate_options(func_cpu: object, func_ram: object, max_parallelism: object
         raise ConfigError(f"image must be a container image name, got {image!r}")
     if func_gpu is not None and (not isinstance(func_gpu, int) or isinstance(func_gpu, bool) or func_gpu < 1):
         raise ConfigError(f"func_gpu must be a whole number of GPUs >= 1, got {func_gpu!r}")
+    if sync_packages is not None and not isinstance(sync_packages, bool):
+        raise ConfigError(f"sync_packages must be True or False, got {sync_packages!r}")
+
+
+def syncs_packages(sync_packages: bool | None) -> bool:
+    """The option, or its default: on unless BURLA_SYNC_PACKAGES says 0/false/no/off."""
+    if sync_packages is not None:
+        return sync_packages
+    return os.environ.get("BURLA_SYNC_PACKAGES", "1").strip().lower() not in ("0", "false", "no", "off")

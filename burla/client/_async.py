@@ -168,6 +168,7 @@ def remote_parallel_map_async(
     func_gpu: int | None = None,
     init_args: tuple[Any, ...] = (),
     init_kwargs: dict[str, Any] | None = None,
+    sync_packages: bool | None = None,
 ) -> Coroutine[Any, Any, list[Any]] | AsyncIterator[Any]:
     """``remote_parallel_map`` for async code: a coroutine to ``await`` for the
     list (or to wrap in a task), or with ``generator=True`` an async iterator
@@ -175,5 +176,5 @@ def remote_parallel_map_async(
     at the call); the caller's event loop is never blocked, and cancelling the
     awaiting task (or leaving the ``async for``) cancels the job."""
     run = prepare(function_, inputs, func_cpu, func_ram, max_parallelism, raise_errors, spinner, max_retries,
-                  func_timeout, max_input_bytes, image, func_gpu, init_args, init_kwargs)
+                  func_timeout, max_input_bytes, image, func_gpu, init_args, init_kwargs, sync_packages)
     return _stream(run, bool(ordered)) if generator else _gather(run)

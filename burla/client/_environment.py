@@ -8,8 +8,10 @@ local project into a wheel here, once per state of its files: index packages
 are installed on the nodes by name and version, local ones from the wheel the
 client ships.
 
-This is the client's half; the nodes' half (installing into a per-node
-cache before a job's first call) builds on it.
+``job_environment()`` is what a job carries to a cluster whose nodes
+install environments (``Welcome.environments``): every distribution here as
+a ``Dist``, and the wheels of the local ones; computed once per state of
+``sys.path``.  The nodes' half is ``cloud/docker/_environment.py``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,21 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .._errors import ConfigError
+from ..transport.messages import Dist
 
 WHEEL_TIMEOUT = 600.0  # seconds to build one local project's wheel
+# Never shipped: burla (the workers run the cluster's own), the installer's tools, and what only
+# exists on the client's platform (as Burla does).
+NOT_SHIPPED = frozenset({"burla", "pip", "setuptools", "wheel", "distribute", "pkg-resources", "pywin32",
+                         "pywinpty", "pypiwin32", "appnope"})
+_NOT_SHIPPED_PREFIXES = ("pyobjc",)
 _SKIPPED_DIRS = {".git", "__pycache__", "build", "dist", ".venv", ".tox", ".mypy_cache", ".pytest_cache"}
 
 
@@ -116,3 +126,55 @@ def _fingerprint(root: str) -> str:
             st = os.stat(os.path.join(dirpath, name))
             h.update(f"{rel}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
+
+
+def shipped(req: Requirement) -> bool:
+    return req.name not in NOT_SHIPPED and not req.name.startswith(_NOT_SHIPPED_PREFIXES)
+
+
+def index_version(version: str) -> str:
+    """The version to ask the index for: a local segment (``2.1.0+cu121``) names a build of another index."""
+    return version.split("+", 1)[0]
+
+
+def wheel_cache() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return os.path.join(base, "burla", "local-wheels")
+
+
+_scanned: tuple[object, list[Requirement]] | None = None
+_wheel_bytes: dict[str, bytes] = {}
+_cache_lock = threading.Lock()
+
+
+def job_environment() -> tuple[list[Dist], dict[str, bytes]]:
+    """This interpreter's distributions as a job carries them, and the wheels of the local ones.
+    ``sys.path`` is scanned again only when it or one of its directories changed (an install);
+    a local project's wheel is rebuilt only when its files changed."""
+    global _scanned  # noqa: PLW0603 (a cache of the scan, process-wide by nature)
+    with _cache_lock:
+        key = _path_state()
+        if _scanned is None or _scanned[0] != key:
+            _scanned = (key, [r for r in installed() if shipped(r)])
+        dists: list[Dist] = []
+        wheels: dict[str, bytes] = {}
+        for req in _scanned[1]:
+            if req.local_path:
+                wheel = build_wheel(req, wheel_cache())
+                if wheel not in _wheel_bytes:
+                    _wheel_bytes[wheel] = Path(wheel).read_bytes()
+                wheels[os.path.basename(wheel)] = _wheel_bytes[wheel]
+                dists.append(Dist(req.name, req.version, local=True))
+            else:
+                dists.append(Dist(req.name, index_version(req.version)))
+        return dists, wheels
+
+
+def _path_state() -> tuple[tuple[str, int], ...]:
+    out = []
+    for entry in sys.path:
+        try:
+            out.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            out.append((entry, 0))
+    return tuple(out)

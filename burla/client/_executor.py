@@ -43,7 +43,7 @@ from .._stateful import CallableClass
 from ..transport._payload import Packer, Segments, TooBig, join, pickles
 from ..transport.messages import CancelJob, InputBatch, ResultBatchView, SubmitJob
 from . import _cluster
-from ._api import MAX_INPUT_BYTES, validate_options
+from ._api import MAX_INPUT_BYTES, syncs_packages, validate_options
 from ._events import Ended, Logs, Lost, Notice, Results
 from ._job import _as_bytes
 from ._pickling import BatchSizer, dumps_function, register_local_modules
@@ -94,7 +94,7 @@ class Executor(futures.Executor):
     cluster's slots allow); ``initializer(*initargs)`` runs once per worker
     before its first call (an error there breaks the executor, as in the
     stdlib).  ``func_cpu``, ``func_ram``, ``max_retries``, ``func_timeout``,
-    ``image`` and ``func_gpu`` mean what they mean for
+    ``image``, ``func_gpu`` and ``sync_packages`` mean what they mean for
     ``remote_parallel_map``.  Calls print to this process's stdout; a call's
     exception is raised by its future's ``result()`` with the remote
     traceback.  ``Future.cancel()`` works on calls not yet sent to the
@@ -104,7 +104,8 @@ class Executor(futures.Executor):
     def __init__(self, max_workers: int | None = None, initializer: Callable[..., object] | None = None,
                  initargs: tuple[Any, ...] = (), *, func_cpu: int = 1, func_ram: float | None = None,
                  max_retries: int = 3, func_timeout: float | None = None, image: str | None = None,
-                 func_gpu: int | None = None, max_input_bytes: int = MAX_INPUT_BYTES) -> None:
+                 func_gpu: int | None = None, max_input_bytes: int = MAX_INPUT_BYTES,
+                 sync_packages: bool | None = None) -> None:
         if max_workers is not None:
             if not isinstance(max_workers, int) or isinstance(max_workers, bool):
                 raise TypeError(f"max_workers must be an int, got {type(max_workers).__name__}")
@@ -114,14 +115,15 @@ class Executor(futures.Executor):
             raise TypeError("initializer must be a callable")
         if not isinstance(initargs, tuple):
             raise ConfigError(f"initargs must be a tuple, got {type(initargs).__name__}")
-        validate_options(func_cpu, func_ram, max_workers, max_retries, func_timeout, max_input_bytes, image, func_gpu)
+        validate_options(func_cpu, func_ram, max_workers, max_retries, func_timeout, max_input_bytes, image, func_gpu,
+                         sync_packages)
         label = "the executor's initializer " + (
             f"{getattr(initializer, '__qualname__', initializer)}(*initargs)" if initializer else "")
         calls = cast(Callable[..., Any], CallableClass(ExecutorCalls, (initializer, initargs), {}, label))
         spec = SubmitJob(f"Executor-{secrets.token_urlsafe(6)}", "Executor", dumps_function(calls), func_cpu,
                          int(func_ram * 2**30) if func_ram else 0, max_workers or 0, max_retries,
                          float(func_timeout or 0), False, image or "", func_gpu or 0, parent=_nested.parent_job)
-        self._pool = _Pool(spec, max_input_bytes, max_workers)
+        self._pool = _Pool(spec, max_input_bytes, max_workers, syncs_packages(sync_packages))
         self._max_workers = self._pool.slots
         weakref.finalize(self, self._pool.shutdown, False)  # dropped without shutdown: end once its calls are done
 
@@ -178,7 +180,7 @@ class Executor(futures.Executor):
 class _Pool:
     """The executor's state, shared by the caller's threads, the consumer and the loop thread."""
 
-    def __init__(self, spec: SubmitJob, max_input_bytes: int, max_workers: int | None) -> None:
+    def __init__(self, spec: SubmitJob, max_input_bytes: int, max_workers: int | None, sync_packages: bool) -> None:
         self.max_input_bytes, self.max_workers = max_input_bytes, max_workers
         self.cv = threading.Condition(threading.RLock())  # RLock: a Future callback may submit from inside
         self.pending: deque[tuple[futures.Future[Any], bytes | Segments]] = deque()
@@ -191,7 +193,7 @@ class _Pool:
         self.sizer = BatchSizer()
         self.session = _cluster.session()
         self.slots = max_workers or max(1, self.session.cluster_workers)
-        self.job = self.session.submit(spec, [], None)
+        self.job = self.session.submit(spec, [], None, sync_packages)
         self.job.on_credit = self._drain
         with _live_lock:
             _live.add(self)

@@ -39,6 +39,7 @@ class JobOptions:
     max_input_bytes: int
     image: str
     func_gpu: int
+    sync_packages: bool = True
 
 
 class Feeder:
@@ -106,7 +107,7 @@ class JobRun:
         if not first:  # an empty generator
             return
         done_total = batcher.count if batcher.exhausted else None
-        job = session.submit(self._spec(job_id), first, done_total)
+        job = session.submit(self._spec(job_id), first, done_total, self.options.sync_packages)
         self._channel = job
         if self.abandoned.is_set():
             job.put(Abandoned())

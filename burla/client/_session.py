@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+import msgspec
+
 from .. import _loop
 from .._errors import ConnectionLost, ProtocolError
 from ..transport import Connection, TransportConfig, connect
@@ -45,6 +47,7 @@ from ..transport.messages import (
     SubmitJob,
     Welcome,
 )
+from ._environment import job_environment
 from ._events import Ended, JobEvent, Logs, Lost, Notice, Results
 
 log = logging.getLogger("burla.client")
@@ -222,6 +225,7 @@ class Session:
         self.jobs: dict[str, JobChannel] = {}
         self.dead: ConnectionLost | None = None
         self.cluster_workers = 0  # worker slots the head reported when we connected
+        self.environments = False  # some node installs a job's environment (then jobs carry ours)
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self._thread = threading.Thread(target=self.loop.run_forever, name="burla-client", daemon=True)
@@ -271,6 +275,7 @@ class Session:
             conn.abort()
             raise ProtocolError(f"head at {host}:{port} answered {type(welcome).__name__} to ClientHello")
         self.cluster_workers = welcome.workers
+        self.environments = welcome.environments
         return conn
 
     async def _start_reader(self) -> None:
@@ -293,8 +298,13 @@ class Session:
         if not self.conn.closed:
             self.conn.send_nowait(msg)
 
-    def submit(self, spec: SubmitJob, first: list[InputBatch], total: int | None) -> JobChannel:
-        """Send the job and its first batches (within the initial credit) at once."""
+    def submit(self, spec: SubmitJob, first: list[InputBatch], total: int | None,
+               sync_packages: bool = False) -> JobChannel:
+        """Send the job and its first batches (within the initial credit) at once; with
+        ``sync_packages``, and nodes that install environments, with this interpreter's."""
+        if sync_packages and self.environments:
+            dists, wheels = job_environment()  # (ConfigError if a local project's wheel cannot be built)
+            spec = msgspec.structs.replace(spec, requirements=dists, wheels=wheels)
         job = JobChannel(self, spec.job_id)
 
         async def go() -> None:

@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Protocol
 
 from ..transport.messages import AssignJob
@@ -40,9 +41,10 @@ class Launcher(Protocol):
     head_address: str  # the cluster's head as this node reaches it: workers' nested calls go there
     prepares_environments: bool  # installs a job's requirements for its workers (prepare_environment)
 
-    def prepare_environment(self, image: str, assign: AssignJob) -> str:
-        """(In a thread) the directory of the job's environment, made now if need be; "" if none is
-        needed.  Raises ProviderError naming what could not be installed."""
+    def prepare_environment(self, image: str, assign: AssignJob, progress: Callable[[str], None]) -> str:
+        """(In a thread) the directory of the job's environment, made now if need be (saying what it
+        installs to ``progress`` first); "" if none is needed.  Raises ProviderError naming what
+        could not be installed."""
         ...
 
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle: ...
@@ -105,7 +107,7 @@ class ProcessLauncher:
     runtime = "process"
     prepares_environments = False  # workers share the node's interpreter: they have what it has
 
-    def prepare_environment(self, image: str, assign: AssignJob) -> str:
+    def prepare_environment(self, image: str, assign: AssignJob, progress: Callable[[str], None]) -> str:
         return ""
     default_image = ""
 

@@ -35,6 +35,7 @@ from ..transport import Connection, TransportConfig, connect, serve
 from ..transport.messages import (
     AssignJob,
     InputBatchView,
+    Installing,
     JobSetupFailed,
     LogAck,
     LogBatch,
@@ -242,11 +243,20 @@ class NodeDaemon:
         self._apply(self.state.replace_worker())
 
     async def _prepare_environment(self, cmd: PrepareEnvironment) -> None:
+        loop = asyncio.get_running_loop()
+        told: list[str] = []  # what the launcher said it installs (the head tells the client)
+
+        def progress(what: str) -> None:  # (in the launcher's thread)
+            told.append(what)
+            loop.call_soon_threadsafe(self._to_head, Installing(cmd.job_id, what))
+
         try:
-            path = await asyncio.to_thread(self.launcher.prepare_environment, cmd.image, cmd.assign)
+            path = await asyncio.to_thread(self.launcher.prepare_environment, cmd.image, cmd.assign, progress)
         except (ProviderError, OSError) as e:
             self._apply(self.state.environment_failed(cmd.job_id, str(e)))
             return
+        if told:
+            self._to_head(Installing(cmd.job_id, told[-1], done=True))
         self._apply(self.state.environment_ready(cmd.job_id, path))
 
     async def _apply_limits(self, cmd: ApplyLimits) -> None:
@@ -372,7 +382,7 @@ class NodeDaemon:
         try:
             head.send_nowait(NodeHello(self.node_id, socket.gethostname(), self.cpus, self.ram, self.n_workers,
                                        provider=self.config.provider, runtime=self.launcher.runtime,
-                                       gpus=self.gpus))
+                                       gpus=self.gpus, environments=self.launcher.prepares_environments))
             welcome = await head.recv()
             if not isinstance(welcome, Welcome):
                 raise ProtocolError(f"head answered {type(welcome).__name__} to NodeHello")

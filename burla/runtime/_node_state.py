@@ -93,6 +93,9 @@ class WorkerSlot:
     job_id: str | None = None  # set while JOINING / SERVING
     outstanding: deque[InputBatchView] = field(default_factory=deque)
     kill_reason: str | None = None
+    # The environment its jobs imported from (JobSlot.env; None: it served none yet).  Modules
+    # stay imported, so it serves only jobs of that environment: another needs a fresh worker.
+    env: str | None = None
 
 
 @dataclass
@@ -381,7 +384,8 @@ class NodeState:
         return job.assign.image or self.default_image
 
     def _fits(self, w: WorkerSlot, job: JobSlot) -> bool:
-        return w.image == self._job_image(job) and w.gpus >= job.assign.func_gpu
+        return (w.image == self._job_image(job) and w.gpus >= job.assign.func_gpu
+                and (w.env is None or w.env == job.env))
 
     def _job_workers(self, job: JobSlot) -> int:
         return sum(1 for w in self.workers.values() if w.job_id == job.job_id)
@@ -433,10 +437,10 @@ class NodeState:
         lacking = self._lacking()
         job = next((j for j in lacking if self._fits(w, j)), None)
         if job is None:
-            # An idle worker in the wrong image or without the GPUs (e.g. one still
-            # starting when the job arrived) makes room for one that fits.
-            return self._kill(w, "replaced by a worker in the job's image") if lacking else []
-        w.phase, w.job_id = WorkerPhase.JOINING, job.job_id
+            # An idle worker in the wrong image or environment or without the GPUs (e.g.
+            # one still starting when the job arrived) makes room for one that fits.
+            return self._kill(w, "replaced by a worker in the job's image and environment") if lacking else []
+        w.phase, w.job_id, w.env = WorkerPhase.JOINING, job.job_id, job.env
         a = job.assign
         return [ApplyLimits(w.wid, a.job_id, a.func_cpu, a.func_ram, a.func_gpu)]
 

@@ -29,6 +29,7 @@ from ..transport.messages import (
     InputBatch,
     InputBatchView,
     InputsDone,
+    Installing,
     JobEnded,
     JobSetupFailed,
     LogAck,
@@ -137,7 +138,8 @@ class Head:
     async def _serve_client(self, conn: Connection) -> None:
         client_id = f"c{next(self._ids)}"
         self._clients[client_id] = conn
-        conn.send_nowait(Welcome(self.name, self.state.pool.slots))
+        environments = any(n.environments for n in self.state.nodes.values())
+        conn.send_nowait(Welcome(self.name, self.state.pool.slots, environments))
         try:
             while True:
                 match await conn.recv():
@@ -181,7 +183,7 @@ class Head:
         if self.node_watcher is not None:
             self.node_watcher.node_joined(node_id)
         self._run(self.state.node_joined(NodeState(node_id, hello.host, hello.cpus, hello.ram_bytes, hello.n_workers,
-                                                   hello.runtime, hello.gpus)))
+                                                   hello.runtime, hello.gpus, hello.environments)))
         try:
             while True:
                 msg = await conn.recv()
@@ -203,6 +205,8 @@ class Head:
                         self._run(self.state.batch_lost(node_id, job_id, start, crashed, reason))
                     case JobSetupFailed(job_id=job_id, message=message, kind=kind):
                         self._run(self.state.job_setup_failed(job_id, message, kind))
+                    case Installing(job_id=job_id, what=what, done=done):
+                        self._run(self.state.installing(node_id, job_id, what, done, time.monotonic()))
                     case other:
                         raise ProtocolError(f"node {conn.peer} sent {type(other).__name__}")
         except (ConnectionLost, ProtocolError) as e:

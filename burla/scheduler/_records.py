@@ -84,6 +84,7 @@ class NodeState:
     n_workers: int
     runtime: str = "process"
     gpus: int = 0
+    environments: bool = False  # installs a job's requirements before its first call
     job_id: str | None = None
     workers_for_job: int = 0
     inflight: set[tuple[str, int]] = field(default_factory=set)  # (job, batch start) of every job here

@@ -60,6 +60,7 @@ from ..transport.messages import (
 )
 from . import _flow
 from ._batches import crash_message, remaining, split_around
+from ._installs import Installs
 from ._placement import Placement
 from ._queue import InProcessQueue, QueueBackend
 from ._records import Command, HeadConfig, JobState, NodeState, ToClient, ToNode
@@ -75,6 +76,7 @@ class HeadState:
         self.pool = self.placement.pool
         self.jobs: dict[str, JobState] = {}
         self._by_client: dict[str, dict[str, None]] = {}
+        self.installs = Installs()  # nodes installing a job's environment, as the client is told
 
     @property
     def nodes(self) -> dict[str, NodeState]:
@@ -94,6 +96,7 @@ class HeadState:
         node = self.placement.left(node_id)
         if node is None:
             return []
+        self.installs.node_left(node_id)
         cmds: list[Command] = []
         for job in self._jobs_on(node):
             held = job.held[node_id]
@@ -280,11 +283,21 @@ class HeadState:
             cmds += self._end(self.jobs[job_id], "canceled", JobError("JobCanceled", "client disconnected"))
         return cmds
 
-    def tick(self, now: float) -> list[Command]:
-        """Fail jobs that waited ``no_nodes_timeout`` in a cluster with no node."""
-        if self.nodes:
+    def installing(self, node_id: str, job_id: str, what: str, done: bool, now: float) -> list[Command]:
+        """A node started (or finished) installing the job's environment: the client sees it."""
+        job = self.jobs.get(job_id)
+        if job is None or node_id not in job.nodes:
             return []
-        cmds: list[Command] = []
+        return [ToClient(job.client_id, JobNotice(job_id, line))
+                for line in self.installs.report(job_id, node_id, what, done, now)]
+
+    def tick(self, now: float) -> list[Command]:
+        """Tell clients how their environments' installs go; fail jobs that waited
+        ``no_nodes_timeout`` in a cluster with no node."""
+        cmds: list[Command] = [ToClient(self.jobs[job_id].client_id, JobNotice(job_id, line))
+                               for job_id, line in self.installs.tick()]
+        if self.nodes:
+            return cmds
         for job in list(self.jobs.values()):
             if now - job.submitted_at > self.config.no_nodes_timeout:
                 msg = f"no node joined the cluster within {self.config.no_nodes_timeout:g}s"
@@ -385,6 +398,7 @@ class HeadState:
             del self._by_client[job.client_id]
         self.queue.delete(job.job_id)
         self.placement.forget(job)
+        self.installs.forget(job.job_id)
         cmds: list[Command] = []
         for node_id in list(job.nodes):
             cmds += self._release(job, self.nodes[node_id])

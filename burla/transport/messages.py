@@ -38,6 +38,7 @@ StartJob              N→W        load the function of this job
 JobSetupFailed        W→N→H      the function could not be loaded
 BatchLost             N→H        a batch will not come back (worker died)
 BatchAssigned         N→H        which worker runs a batch (for the dashboard)
+Installing            N→H        the node is installing a job's environment / is done
 NodeStats             N→H        CPU/RAM sample of the node, every second
 RestartNode           H→N        replace every worker process now
 ReleaseJob            H→N        the job is over on this node
@@ -78,6 +79,7 @@ class NodeHello(_Msg):
     provider: str = "local"
     runtime: str = "process"  # "process" | "container" (can honour image=)
     gpus: int = 0
+    environments: bool = False  # installs a job's missing distributions before its first call (containers)
 
 
 class WorkerHello(_Msg):
@@ -89,6 +91,8 @@ class WorkerHello(_Msg):
 class Welcome(_Msg):
     cluster: str
     workers: int = 0  # workers registered in the cluster right now
+    # Some node installs a job's requirements (SubmitJob.requirements): clients send them only then.
+    environments: bool = False
 
 
 class Heartbeat(_Msg):
@@ -274,6 +278,15 @@ class BatchAssigned(_Msg):
     worker_id: int
 
 
+class Installing(_Msg):
+    """The node started installing ``what`` (e.g. "pandas 2.2.3, pytz 2024.1") for the job's
+    workers; ``done``: it is in place.  (A job whose environment is in place sends neither.)"""
+
+    job_id: str
+    what: str
+    done: bool = False
+
+
 class NodeStats(_Msg):
     cpu_percent: float
     ram_used: int
@@ -320,15 +333,16 @@ class ResultBatchView(_Msg, tag="ResultBatch", dict=True):
 Message: TypeAlias = (
     ClientHello | NodeHello | WorkerHello | Welcome | Heartbeat | SubmitJob | JobAccepted | JobEnded | JobNotice
     | CancelJob | InputCredit | InputBatch | InputsDone | ResultBatch | ResultAck | LogBatch | LogAck | AssignJob
-    | StartJob | JobSetupFailed | BatchLost | BatchAssigned | NodeStats | RestartNode | ReleaseJob | EndJob
+    | StartJob | JobSetupFailed | BatchLost | BatchAssigned | Installing | NodeStats | RestartNode | ReleaseJob
+    | EndJob
 )
 
 # What receivers get: batches stay undecoded views (InputBatchView, ResultBatchView).
 DecodedMessage: TypeAlias = (
     ClientHello | NodeHello | WorkerHello | Welcome | Heartbeat | SubmitJob | JobAccepted | JobEnded | JobNotice
     | CancelJob | InputCredit | InputBatchView | InputsDone | ResultBatchView | ResultAck | LogBatch | LogAck
-    | AssignJob | StartJob | JobSetupFailed | BatchLost | BatchAssigned | NodeStats | RestartNode | ReleaseJob
-    | EndJob
+    | AssignJob | StartJob | JobSetupFailed | BatchLost | BatchAssigned | Installing | NodeStats | RestartNode
+    | ReleaseJob | EndJob
 )
 
 # What senders may pass: a message, or a received batch forwarded as it came.

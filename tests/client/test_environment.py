@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import sys
 import textwrap
 import zipfile
 
@@ -81,3 +82,37 @@ def test_a_project_that_does_not_build_fails_with_pips_output(tmp_path):
         build_wheel(Requirement("bad", "1.0", str(tmp_path / "bad")), str(tmp_path / "cache"))
     with pytest.raises(burla.ConfigError, match="not a project directory here"):
         build_wheel(Requirement("gone", "1.0", str(tmp_path / "nowhere")), str(tmp_path / "cache"))
+
+
+def test_a_job_carries_every_shipped_distribution_and_the_wheels_of_local_projects(tmp_path, monkeypatch):
+    from burla.client import _environment
+    from burla.transport.messages import Dist
+
+    site = tmp_path / "site"
+    make_project(tmp_path / "proj")
+    write_dist(site, "Mini_Thing", "0.3.1", {"url": (tmp_path / "proj").as_uri(), "dir_info": {"editable": True}})
+    write_dist(site, "burla", "0.1.0", {"url": (tmp_path / "proj").as_uri(), "dir_info": {}})  # never shipped
+    for name, version in (("pip", "24.0"), ("setuptools", "70.0"), ("pyobjc-core", "10.0"), ("torch", "2.1.0+cu121"),
+                          ("six", "1.16.0")):
+        write_dist(site, name, version)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(_environment, "_scanned", None)
+    monkeypatch.setattr(sys, "path", [str(site)])
+    dists, wheels = _environment.job_environment()
+    assert dists == [Dist("mini-thing", "0.3.1", local=True), Dist("six", "1.16.0"), Dist("torch", "2.1.0")]
+    assert list(wheels) == ["mini_thing-0.3.1-py3-none-any.whl"]
+    assert _environment.job_environment() == (dists, wheels)  # cached: sys.path did not change
+    write_dist(site, "tzdata", "2024.1")  # an install changes the directory: scanned again
+    assert _environment.job_environment()[0][-1] == Dist("tzdata", "2024.1")
+
+
+def test_sync_packages_is_a_bool_whose_default_the_environment_can_turn_off(monkeypatch):
+    from burla.client._api import syncs_packages
+
+    monkeypatch.delenv("BURLA_SYNC_PACKAGES")
+    assert syncs_packages(None) is True and syncs_packages(False) is False
+    for off in ("0", "false", "No", "off"):
+        monkeypatch.setenv("BURLA_SYNC_PACKAGES", off)
+        assert syncs_packages(None) is False and syncs_packages(True) is True
+    with pytest.raises(burla.ConfigError, match="sync_packages must be True or False, got 'yes'"):
+        burla.remote_parallel_map(abs, [1], sync_packages="yes")

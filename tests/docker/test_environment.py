@@ -3,8 +3,11 @@ package index (through the host's CA bundle) and a real local wheel (issue 12, i
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,7 +49,7 @@ def test_missing_distributions_are_installed_once_from_the_index_and_local_wheel
             Requirement("burla", "0.1.0", "/src/burla")]  # burla is never installed: the bundle has it
     told: list[str] = []
     env = envs.prepare(image, reqs, wheels, told.append)
-    assert told == ["installing six 1.16.0, mini-thing 0.3.1"]
+    assert told == ["six 1.16.0, mini-thing 0.3.1"]
     got = run_in(image, envs.root, env, "import six, mini; print(six.__version__, mini.X)")
     assert got.stdout.split() == ["1.16.0", "local"], got.stderr
     again: list[str] = []
@@ -61,3 +64,91 @@ def test_a_package_that_cannot_be_installed_fails_naming_it_with_pips_output(env
         envs.prepare(image, [Requirement("burla-no-such-package", "9.9.9")], {})
     envs_dir = os.path.join(envs.root, "envs")
     assert not os.path.exists(envs_dir) or not os.listdir(envs_dir)  # no half-built environment left
+
+
+# --- end to end: a client in a venv of its own, a real Docker cluster ------------------------------
+
+CLIENT = """
+import json, sys, burla
+burla.connect(sys.argv[1], sys.argv[2])
+
+def f(x):
+    import six, mini
+    return six.__version__, mini.X, x
+
+try:
+    print(json.dumps(burla.remote_parallel_map(f, list(range(12)), spinner=False)))
+except burla.BurlaError as e:
+    print(json.dumps({"error": type(e).__name__, "message": str(e)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def client_venv(tmp_path_factory):
+    """A client environment as a user has one: burla, one index package the worker image lacks
+    (six) and a local project installed editable (mini-thing), nothing else."""
+    from burla.cloud._wheel import build_wheel as burla_wheel
+    from burla.cloud.docker._image import _dependency_wheels
+
+    root = tmp_path_factory.mktemp("venv")
+    make_project(root / "proj", body="X = 'local'\n")
+    py = str(root / "v" / "bin" / "python")
+    deps = _dependency_wheels("{}.{}".format(*sys.version_info[:2]), lambda text: None)
+    wheel = burla_wheel(root / "burla-wheel")
+    for cmd in ([sys.executable, "-m", "venv", str(root / "v")],
+                [py, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(deps), str(wheel)],
+                [py, "-m", "pip", "install", "-q", "six==1.16.0"],
+                [py, "-m", "pip", "install", "-q", "-e", str(root / "proj")]):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    (root / "client.py").write_text(CLIENT)
+    return root
+
+
+def run_client(root, dcluster):
+    env = dict(dcluster["env"], XDG_CACHE_HOME=str(root / "cache"))
+    env.pop("PYTHONPATH", None)
+    env.pop("BURLA_SYNC_PACKAGES", None)  # (the suite turns syncing off for every other test)
+    done = subprocess.run([str(root / "v" / "bin" / "python"), str(root / "client.py"), dcluster["head"],
+                           dcluster["token"]], capture_output=True, text=True, timeout=600, env=env, cwd=root)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_a_job_runs_with_the_clients_packages_installed_once_per_node(client_venv, dcluster):
+    out, err = run_client(client_venv, dcluster)
+    assert out == [["1.16.0", "local", x] for x in range(12)], err
+    what = r"mini-thing 0\.3\.1, six 1\.16\.0"
+    assert re.search(rf"burla: installed {what} on [123] nodes? in \d+\.\d+s", err), err
+    assert "Traceback" not in err
+    # In place on every node that has it: the next job pays nothing, and says nothing.
+    out, err = run_client(client_venv, dcluster)
+    assert out == [["1.16.0", "local", x] for x in range(12)]
+    assert "install" not in err, err
+    # An edit to the editable project is a new wheel, installed again.
+    make_project(client_venv / "proj", body="X = 'edited'\n")
+    out, err = run_client(client_venv, dcluster)
+    assert {tuple(r[:2]) for r in out} == {("1.16.0", "edited")}, err
+    assert "installed mini-thing 0.3.1, six 1.16.0 on" in err
+
+
+def test_a_package_the_nodes_cannot_install_fails_the_job_naming_it(client_venv, dcluster, tmp_path):
+    # A distribution installed here from a wheel file: the index has no such thing.
+    make_project(tmp_path / "ghost")
+    toml = tmp_path / "ghost" / "pyproject.toml"
+    toml.write_text(toml.read_text().replace("Mini_Thing", "burla-no-such-package").replace("0.3.1", "9.9.9"))
+    (tmp_path / "ghost" / "mini").rename(tmp_path / "ghost" / "ghost_mod")
+    py = str(client_venv / "v" / "bin" / "python")
+    built = subprocess.run([py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "w"),
+                            str(tmp_path / "ghost")], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    ghost = next((tmp_path / "w").glob("*.whl"))
+    subprocess.run([py, "-m", "pip", "install", "-q", str(ghost)], check=True, capture_output=True, timeout=300)
+    try:
+        out, _ = run_client(client_venv, dcluster)
+    finally:
+        subprocess.run([py, "-m", "pip", "uninstall", "-y", "-q", "burla-no-such-package"], capture_output=True)
+    assert out["error"] == "JobFailed", out
+    assert re.search(r"(?s)installing burla-no-such-package 9\.9\.9.*failed.*pip said:.*burla-no-such-package",
+                     out["message"]), out["message"]
+    assert "sync_packages=False" in out["message"]

@@ -483,3 +483,25 @@ def test_requirements_and_paths_cross_the_wire():
     a = with_requirements()
     assert decode(encode(a)) == a
     assert decode(encode(StartJob("j", b"fn", 0.0, ["/p"]))) == StartJob("j", b"fn", 0.0, ["/p"])
+
+
+def test_a_worker_serves_jobs_of_one_environment_only_the_next_gets_fresh_workers():
+    """Modules a job imported stay imported: a worker that served environment A would hand a
+    job of environment B (an edited project, another version) A's modules."""
+    s = container_node()
+    s.assign(with_requirements("a"))
+    s.environment_ready("a", "/env/A")
+    for wid in (0, 1):
+        s.limits_applied(wid, "a", True)
+    s.release("a")
+    s.assign(with_requirements("a2"))
+    cmds = s.environment_ready("a2", "/env/A")  # the same environment: the same workers
+    assert sorted(c.wid for c in of(cmds, ApplyLimits)) == [0, 1] and not of(cmds, Kill)
+    for wid in (0, 1):
+        s.limits_applied(wid, "a2", True)
+    s.release("a2")
+    s.assign(with_requirements("b"))
+    cmds = s.environment_ready("b", "/env/B")
+    assert not of(cmds, ApplyLimits)
+    assert sorted(c.wid for c in of(cmds, Kill)) == [0, 1]
+    assert {s.workers[wid].kill_reason for wid in (0, 1)} == {"replaced by a worker in the job's image and environment"}

@@ -13,7 +13,7 @@ def test_every_message_roundtrips() -> None:
         m.ResultBatch("j", 0, [1], [m.ItemError(0, "E", "tb", b"")], [0.1], b"a"), m.ResultAck("j", 1),
         m.LogBatch("j", [m.LogLine(0, 1, "hi")]), m.LogAck("j", 2), m.AssignJob("j", b"f", 2, 0.0, 0), m.StartJob("j", b"f", 0.0),
         m.JobSetupFailed("j", "x"), m.BatchLost("j", 0, -1, "r"), m.ReleaseJob("j"), m.EndJob("j"),
-        m.BatchAssigned("j", 0, 1), m.NodeStats(1.5, 10, 20), m.RestartNode(),
+        m.BatchAssigned("j", 0, 1), m.NodeStats(1.5, 10, 20), m.RestartNode(), m.Installing("j", "six 1.16.0", True),
     ]
     assert {type(s) for s in samples} == set(m.Message.__args__)  # type: ignore[attr-defined]
     for msg in samples:

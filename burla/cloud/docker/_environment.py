@@ -25,11 +25,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._errors import ProviderError
-from ...client._environment import Requirement, missing_from
+from ...client._environment import Requirement, canonical, missing_from, shipped
 from ._client import translated
 
 INSTALL_TIMEOUT = 1800.0  # seconds for one environment's pip install
-NEVER_INSTALLED = {"burla", "pip", "setuptools", "wheel", "distribute", "pkg-resources"}  # the image's own / burla's
 _COMPLETE = ".burla-complete"
 _LIST_DISTRIBUTIONS = (
     "import importlib.metadata as m, json, re\n"
@@ -65,7 +64,7 @@ class Environments:
         """The environment directory for ``reqs`` on ``image`` (installed now if it is not
         yet), or "" when the image has everything.  Raises ProviderError with pip's output."""
         image_id, have = self._image(image)
-        needed = [r for r in missing_from(reqs, have) if r.name not in NEVER_INSTALLED]
+        needed = [r for r in missing_from(reqs, have) if shipped(r)]
         if not needed:
             return ""
         digest = _digest(image, image_id, needed, wheels)
@@ -73,20 +72,29 @@ class Environments:
         with self._lock(digest):
             if os.path.exists(os.path.join(env, _COMPLETE)):
                 return env
-            on_progress("installing " + _describe(needed))
+            on_progress(_describe(needed))
             shutil.rmtree(env, ignore_errors=True)  # a partial one from an install that died
             wheel_dir = os.path.join(self.root, "wheels", digest)
             os.makedirs(wheel_dir, exist_ok=True)
+            local: dict[str, str] = {}  # project -> its wheel's path (never the index's namesake)
             for filename, blob in wheels.items():
-                with open(os.path.join(wheel_dir, os.path.basename(filename)), "wb") as f:
+                path = os.path.join(wheel_dir, os.path.basename(filename))
+                with open(path, "wb") as f:
                     f.write(blob)
+                local[canonical(os.path.basename(filename).split("-", 1)[0])] = path
+            unshipped = [r.name for r in needed if r.local_path and r.name not in local]
+            if unshipped:
+                raise ProviderError(f"the local project(s) {', '.join(unshipped)} came without their wheel")
+            # --no-deps: the client's environment pinned whole, as it is (no resolver on the node).
             args = ["-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--no-warn-script-location",
-                    "--target", env, "--find-links", wheel_dir, *(r.pin for r in needed)]
+                    "--no-deps", "--target", env, *(local.get(r.name, r.pin) if r.local_path else r.pin
+                                                     for r in needed)]
             try:
                 self._run(image, args, "installing " + _describe(needed))
-            except ProviderError:
+            except ProviderError as e:
                 shutil.rmtree(env, ignore_errors=True)
-                raise
+                raise ProviderError(f"{e}\n(install what cannot be installed in the worker image, or uninstall it "
+                                    "here; sync_packages=False runs the job with the image's packages only)") from None
             finally:
                 shutil.rmtree(wheel_dir, ignore_errors=True)
             with open(os.path.join(env, _COMPLETE), "w") as f:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ...client._environment import Requirement
@@ -103,11 +104,15 @@ class ContainerLauncher:
         self.environments = Environments(self.docker, os.path.join(status_dir, "env"),
                                          {status_volume: {"bind": status_dir, "mode": "rw"}}, network=network)
 
-    def prepare_environment(self, image: str, assign: AssignJob) -> str:
+    def prepare_environment(self, image: str, assign: AssignJob, progress: Callable[[str], None]) -> str:
         reqs = [Requirement(d.name, d.version, "(a wheel from the client)" if d.local else "")
                 for d in assign.requirements]
-        return self.environments.prepare(image or self.default_image, reqs, assign.wheels,
-                                         lambda text: log.info("job %s: %s", assign.job_id, text))
+
+        def told(what: str) -> None:
+            log.info("job %s: installing %s", assign.job_id, what)
+            progress(what)
+
+        return self.environments.prepare(image or self.default_image, reqs, assign.wheels, told)
 
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle:
         image = image or self.default_image
