@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--advertise", default=None, help="container runtime: HOST:PORT workers use to reach us")
     p.add_argument("--status-dir", default=None, help="directory for workers' status files")
     p.add_argument("--status-volume", default=None, help="container runtime: Docker volume mounted at --status-dir")
+    p.add_argument("--environments", default=None, metavar="DIR",
+                   help="process runtime: install each job's missing distributions under DIR (Compute Engine nodes)")
     p.add_argument("--provider", default="local", help=argparse.SUPPRESS)
     p.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=main)
@@ -63,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, host: str, port: int, worker_listen: tuple[str, int], token: str) -> int:
     config = NodeConfig(args.workers, args.node_id, args.provider, args.reconnect_for, args.status_dir,
-                        args.idle_shutdown)
+                        args.idle_shutdown, args.environments)
     launcher: Launcher | None = None
     listen: tuple[str, int] | None = None
     if args.worker_runtime == "container":

@@ -41,7 +41,7 @@ def head_args(name: str, *, host: str | None = None, port: int | None = None, ht
 
 def node_args(head: str, node_id: str, *, workers: int | None = None, provider: str | None = None,
               reconnect_for: float | None = None, idle_shutdown: float | None = None,
-              status_dir: str | None = None) -> list[str]:
+              status_dir: str | None = None, environments: str | None = None) -> list[str]:
     args = ["node", "--head", head, "--node-id", node_id]
     if provider is not None:
         args += ["--provider", provider]
@@ -51,6 +51,8 @@ def node_args(head: str, node_id: str, *, workers: int | None = None, provider: 
         args += ["--idle-shutdown", f"{idle_shutdown:g}"]
     if status_dir is not None:
         args += ["--status-dir", status_dir]
+    if environments is not None:
+        args += ["--environments", environments]
     if workers:
         args += ["--workers", str(workers)]
     return args

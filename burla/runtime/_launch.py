@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..transport.messages import AssignJob
+from ._environments import Environments, ProcessInstaller, requirements
 
 
 def worker_args(node_address: str, wid: int, status_file: str) -> list[str]:
@@ -104,17 +105,24 @@ class ProcessHandle:
 
 
 class ProcessLauncher:
-    runtime = "process"
-    prepares_environments = False  # workers share the node's interpreter: they have what it has
+    """Worker processes on the node's own interpreter.  With ``environments`` (a directory: Compute
+    Engine nodes), a job's distributions that interpreter lacks are installed there first; without
+    (local clusters, whose workers share the client's interpreter), there is nothing to install."""
 
-    def prepare_environment(self, image: str, assign: AssignJob, progress: Callable[[str], None]) -> str:
-        return ""
+    runtime = "process"
     default_image = ""
 
-    def __init__(self, node_address: str, token: str):
+    def __init__(self, node_address: str, token: str, environments: str | None = None):
         self.node_address = node_address
         self.token = token
         self.head_address = ""
+        self.prepares_environments = environments is not None
+        self._environments = Environments(ProcessInstaller(), environments) if environments is not None else None
+
+    def prepare_environment(self, image: str, assign: AssignJob, progress: Callable[[str], None]) -> str:
+        if self._environments is None:
+            return ""
+        return self._environments.prepare("", requirements(assign), assign.wheels, progress)
 
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle:
         env = dict(os.environ, BURLA_TOKEN=self.token, PYTHONUNBUFFERED="1", BURLA_CLUSTER_HEAD=self.head_address)

@@ -69,6 +69,8 @@ class NodeConfig:
     status_dir:    where workers' status files live (shared with them).
     idle_shutdown: seconds without a job after which the daemon exits (a
                    cloud VM then shuts itself down: nothing bills while idle).
+    environments:  worker processes: a directory where a job's distributions
+                   this interpreter lacks are installed (None: never install).
     """
 
     n_workers: int | None = None
@@ -77,6 +79,7 @@ class NodeConfig:
     reconnect_for: float = 0.0
     status_dir: str | None = None
     idle_shutdown: float = 0.0
+    environments: str | None = None
     transport: TransportConfig = TransportConfig()  # noqa: RUF009 (frozen: one shared default is safe)
 
 
@@ -115,7 +118,8 @@ class NodeDaemon:
         self._worker_sock = os.path.join(self._status_dir, "workers.sock")
         # Local workers: a Unix socket skips the TCP stack on every byte of every
         # payload (still authenticated like any other connection).
-        self.launcher: Launcher = launcher or ProcessLauncher(f"unix:{self._worker_sock}", token)
+        self.launcher: Launcher = launcher or ProcessLauncher(f"unix:{self._worker_sock}", token,
+                                                                 config.environments)
         self.launcher.head_address = f"{head_host}:{head_port}"
         self.state = NodeState(self.node_id, self.n_workers, self.launcher.default_image,
                                prepares_environments=self.launcher.prepares_environments)

@@ -3,11 +3,9 @@ package index (through the host's CA bundle) and a real local wheel (issue 12, i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,9 @@ import pytest
 from burla import ProviderError
 from burla.client._environment import Requirement, build_wheel
 from burla.cloud.docker._client import client
-from burla.cloud.docker._environment import Environments
+from burla.cloud.docker._environment import container_environments
 from tests.client.test_environment import make_project
+from tests.client_venv import make_client_venv, run_venv_client
 
 
 @pytest.fixture
@@ -25,7 +24,7 @@ def envs(image, tmp_path):
     os.makedirs(root)
     docker = client()
     try:
-        yield Environments(docker, root, {root: {"bind": root, "mode": "rw"}})
+        yield container_environments(docker, root, {root: {"bind": root, "mode": "rw"}})
     finally:
         docker.close()
         # (files written by the installer belong to the container's root user)
@@ -68,51 +67,13 @@ def test_a_package_that_cannot_be_installed_fails_naming_it_with_pips_output(env
 
 # --- end to end: a client in a venv of its own, a real Docker cluster ------------------------------
 
-CLIENT = """
-import json, sys, burla
-burla.connect(sys.argv[1], sys.argv[2])
-
-def f(x):
-    import six, mini
-    return six.__version__, mini.X, x
-
-try:
-    print(json.dumps(burla.remote_parallel_map(f, list(range(12)), spinner=False)))
-except burla.BurlaError as e:
-    print(json.dumps({"error": type(e).__name__, "message": str(e)}))
-"""
-
-
 @pytest.fixture(scope="module")
 def client_venv(tmp_path_factory):
-    """A client environment as a user has one: burla, one index package the worker image lacks
-    (six) and a local project installed editable (mini-thing), nothing else."""
-    from burla.cloud._wheel import build_wheel as burla_wheel
-    from burla.cloud.docker._image import _dependency_wheels
-
-    root = tmp_path_factory.mktemp("venv")
-    make_project(root / "proj", body="X = 'local'\n")
-    py = str(root / "v" / "bin" / "python")
-    deps = _dependency_wheels("{}.{}".format(*sys.version_info[:2]), lambda text: None)
-    wheel = burla_wheel(root / "burla-wheel")
-    for cmd in ([sys.executable, "-m", "venv", str(root / "v")],
-                [py, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(deps), str(wheel)],
-                [py, "-m", "pip", "install", "-q", "six==1.16.0"],
-                [py, "-m", "pip", "install", "-q", "-e", str(root / "proj")]):
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-    (root / "client.py").write_text(CLIENT)
-    return root
+    return make_client_venv(tmp_path_factory.mktemp("venv"))
 
 
 def run_client(root, dcluster):
-    env = dict(dcluster["env"], XDG_CACHE_HOME=str(root / "cache"))
-    env.pop("PYTHONPATH", None)
-    env.pop("BURLA_SYNC_PACKAGES", None)  # (the suite turns syncing off for every other test)
-    done = subprocess.run([str(root / "v" / "bin" / "python"), str(root / "client.py"), dcluster["head"],
-                           dcluster["token"]], capture_output=True, text=True, timeout=600, env=env, cwd=root)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+    return run_venv_client(root, dcluster["head"], dcluster["token"], dcluster["env"])
 
 
 def test_a_job_runs_with_the_clients_packages_installed_once_per_node(client_venv, dcluster):

@@ -211,3 +211,5 @@ def test_node_vms_carry_the_clients_own_wheel(tmp_path, fake, cluster_down):
     assert len(items["burla-wheel"]) < 256 * 1024  # GCE's limit per metadata value
     assert items["burla-token"] not in items["startup-script"]
     assert "md burla-wheel | base64 -d" in items["startup-script"]
+    # Its daemon installs each job's missing distributions (its workers are processes of its venv).
+    assert "--environments /var/lib/burla/environments" in items["startup-script"]

@@ -14,11 +14,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ...client._environment import Requirement
+from ...runtime._environments import requirements
 from ...runtime._launch import WorkerHandle, worker_args
 from ...transport.messages import AssignJob
 from ._client import client, translated
-from ._environment import Environments
+from ._environment import container_environments
 
 log = logging.getLogger("burla.node")
 
@@ -101,18 +101,15 @@ class ContainerLauncher:
         self.ram_bytes = ram_bytes
         self.head_address = ""
         # Environments on the status volume: mounted at status_dir in the node and its workers alike.
-        self.environments = Environments(self.docker, os.path.join(status_dir, "env"),
+        self.environments = container_environments(self.docker, os.path.join(status_dir, "env"),
                                          {status_volume: {"bind": status_dir, "mode": "rw"}}, network=network)
 
     def prepare_environment(self, image: str, assign: AssignJob, progress: Callable[[str], None]) -> str:
-        reqs = [Requirement(d.name, d.version, "(a wheel from the client)" if d.local else "")
-                for d in assign.requirements]
-
         def told(what: str) -> None:
             log.info("job %s: installing %s", assign.job_id, what)
             progress(what)
 
-        return self.environments.prepare(image or self.default_image, reqs, assign.wheels, told)
+        return self.environments.prepare(image or self.default_image, requirements(assign), assign.wheels, told)
 
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle:
         image = image or self.default_image

@@ -16,6 +16,7 @@ import shlex
 from ..._version import __version__
 from .._recipes import head_args, node_args
 
+NODE_ENVIRONMENTS = "/var/lib/burla/environments"  # jobs' installed distributions, kept across jobs
 _PREAMBLE = """#!/bin/bash
 # burla {role} for cluster {cluster} (burla {version})
 set -eu
@@ -35,7 +36,7 @@ fi
 
 def node_script(cluster: str, head: str, workers: int | None, idle_timeout_s: int, worker_image: str | None) -> str:
     args = node_args(head, "$(hostname)", workers=workers, provider="gce", reconnect_for=300,
-                     idle_shutdown=idle_timeout_s)
+                     idle_shutdown=idle_timeout_s, environments=NODE_ENVIRONMENTS)
     cmd = " ".join(a if a.startswith("$(") else shlex.quote(a) for a in args).replace("$(hostname)", '"$(hostname)"')
     return (_PREAMBLE.format(role="node", cluster=cluster, version=__version__)
             + f'# burla-node-start\nBURLA_TOKEN="$TOKEN" /opt/burla/bin/burla {cmd}\n'
