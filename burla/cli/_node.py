@@ -34,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--status-volume", default=None, help="container runtime: Docker volume mounted at --status-dir")
     p.add_argument("--environments", default=None, metavar="DIR",
                    help="process runtime: install each job's missing distributions under DIR (Compute Engine nodes)")
+    p.add_argument("--packages-from", choices=("index", "client"), default="index",
+                   help="where a job's missing distributions come from: the package index (default), or only "
+                        "wheels the client ships (nodes that cannot reach an index)")
     p.add_argument("--provider", default="local", help=argparse.SUPPRESS)
     p.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=main)
@@ -65,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, host: str, port: int, worker_listen: tuple[str, int], token: str) -> int:
     config = NodeConfig(args.workers, args.node_id, args.provider, args.reconnect_for, args.status_dir,
-                        args.idle_shutdown, args.environments)
+                        args.idle_shutdown, args.environments, args.packages_from == "client")
     launcher: Launcher | None = None
     listen: tuple[str, int] | None = None
     if args.worker_runtime == "container":
@@ -78,7 +81,7 @@ async def _serve(args: argparse.Namespace, host: str, port: int, worker_listen: 
         launcher = ContainerLauncher(token, args.advertise, args.worker_network, args.worker_image,
                                      args.status_volume, args.status_dir,
                                      {"burla.cluster": os.environ.get("BURLA_CLUSTER", ""), "burla.node": node_id},
-                                     node_id, psutil.virtual_memory().total)
+                                     node_id, psutil.virtual_memory().total, args.packages_from == "client")
     node = NodeDaemon(host, port, token, config, launcher, listen)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

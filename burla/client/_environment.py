@@ -147,10 +147,12 @@ _wheel_bytes: dict[str, bytes] = {}
 _cache_lock = threading.Lock()
 
 
-def job_environment() -> tuple[list[Dist], dict[str, bytes]]:
+def job_environment(wheels_for: dict[str, str] | None = None) -> tuple[list[Dist], dict[str, bytes]]:
     """This interpreter's distributions as a job carries them, and the wheels of the local ones.
     ``sys.path`` is scanned again only when it or one of its directories changed (an install);
-    a local project's wheel is rebuilt only when its files changed."""
+    a local project's wheel is rebuilt only when its files changed.  ``wheels_for``: the nodes
+    take only wheels from here, and their workers have these {name: version}: every
+    distribution they lack comes as a wheel too (fetched once with this machine's pip)."""
     global _scanned  # noqa: PLW0603 (a cache of the scan, process-wide by nature)
     with _cache_lock:
         key = _path_state()
@@ -166,8 +168,39 @@ def job_environment() -> tuple[list[Dist], dict[str, bytes]]:
                 wheels[os.path.basename(wheel)] = _wheel_bytes[wheel]
                 dists.append(Dist(req.name, req.version, local=True))
             else:
-                dists.append(Dist(req.name, index_version(req.version)))
+                dist = Dist(req.name, index_version(req.version))
+                dists.append(dist)
+                if wheels_for is not None and wheels_for.get(dist.name) != dist.version:
+                    wheel = index_wheel(dist.name, dist.version, wheel_cache())
+                    if wheel not in _wheel_bytes:
+                        _wheel_bytes[wheel] = Path(wheel).read_bytes()
+                    wheels[os.path.basename(wheel)] = _wheel_bytes[wheel]
         return dists, wheels
+
+
+def index_wheel(name: str, version: str, cache: str) -> str:
+    """A wheel of ``name==version`` from the package index (as this machine's pip reaches it),
+    downloaded, or built from its sdist, once."""
+    out = os.path.join(cache, "index", f"{name}-{version}")
+    wheels = glob.glob(os.path.join(out, "*.whl"))
+    if wheels:
+        return wheels[0]
+    os.makedirs(out, exist_ok=True)
+    said = ""
+    for cmd in (["download", "--only-binary=:all:", "--dest", out], ["wheel", "-w", out]):
+        try:
+            done = subprocess.run([sys.executable, "-m", "pip", *cmd, "--no-deps", "--quiet", f"{name}=={version}"],
+                                  check=False, capture_output=True, text=True, timeout=WHEEL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"fetching a wheel of {name} {version} for the nodes took over "
+                              f"{WHEEL_TIMEOUT:g}s") from None
+        wheels = glob.glob(os.path.join(out, "*.whl"))
+        if done.returncode == 0 and wheels:
+            return wheels[0]
+        said = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+    raise ConfigError(f"this cluster's nodes install only wheels this machine ships (packages: client), and pip "
+                      f"found no wheel of {name} {version}; pip said:\n{said}\n(install it in the worker image, or "
+                      "pass sync_packages=False)")
 
 
 def _path_state() -> tuple[tuple[str, int], ...]:

@@ -226,6 +226,8 @@ class Session:
         self.dead: ConnectionLost | None = None
         self.cluster_workers = 0  # worker slots the head reported when we connected
         self.environments = False  # some node installs a job's environment (then jobs carry ours)
+        self.wheels_only = False  # ... only from wheels we ship, for workers that have wheel_image
+        self.wheel_image: dict[str, str] = {}
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self._thread = threading.Thread(target=self.loop.run_forever, name="burla-client", daemon=True)
@@ -276,6 +278,7 @@ class Session:
             raise ProtocolError(f"head at {host}:{port} answered {type(welcome).__name__} to ClientHello")
         self.cluster_workers = welcome.workers
         self.environments = welcome.environments
+        self.wheels_only, self.wheel_image = welcome.wheels_only, welcome.image_distributions
         return conn
 
     async def _start_reader(self) -> None:
@@ -303,7 +306,8 @@ class Session:
         """Send the job and its first batches (within the initial credit) at once; with
         ``sync_packages``, and nodes that install environments, with this interpreter's."""
         if sync_packages and self.environments:
-            dists, wheels = job_environment()  # (ConfigError if a local project's wheel cannot be built)
+            # (ConfigError if a wheel cannot be built or fetched)
+            dists, wheels = job_environment(self.wheel_image if self.wheels_only else None)
             spec = msgspec.structs.replace(spec, requirements=dists, wheels=wheels)
         job = JobChannel(self, spec.job_id)
 

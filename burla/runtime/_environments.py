@@ -10,6 +10,11 @@ client built (``client._environment.build_wheel``) and are installed from
 those files.  ``--no-deps``: the client's environment is pinned whole, as
 it is, with no resolver on the node.
 
+With ``wheels_only`` (cluster.yaml ``packages: client``: nodes that cannot
+reach a package index), nothing comes from an index: the client ships a
+wheel of every distribution the workers lack, and pip installs those files
+with ``--no-index``.
+
 Where pip runs is the ``Installer``: the node's own interpreter for worker
 processes (``ProcessInstaller``, Compute Engine nodes), a one-off container
 of the worker image for worker containers (``cloud/docker/_environment.py``).
@@ -52,8 +57,8 @@ class Installer(Protocol):
 
 
 class Environments:
-    def __init__(self, installer: Installer, root: str) -> None:
-        self.installer, self.root = installer, root
+    def __init__(self, installer: Installer, root: str, wheels_only: bool = False) -> None:
+        self.installer, self.root, self.wheels_only = installer, root, wheels_only
         self._dists: dict[str, dict[str, str]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -107,11 +112,14 @@ class Environments:
             with open(path, "wb") as f:
                 f.write(blob)
             local[canonical(os.path.basename(filename).split("-", 1)[0])] = path
-        unshipped = [r.name for r in needed if r.local_path and r.name not in local]
+        unshipped = [r.pin for r in needed if (r.local_path or self.wheels_only) and r.name not in local]
         if unshipped:
-            raise ProviderError(f"the local project(s) {', '.join(unshipped)} came without their wheel")
+            why = ("this cluster's nodes install only the wheels the client ships (packages: client)"
+                   if self.wheels_only else "a local project comes as a wheel from the client")
+            raise ProviderError(f"{', '.join(unshipped)} came without a wheel, and {why}")
         args = ["-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--no-warn-script-location",
-                "--no-deps", "--target", env, *(local[r.name] if r.local_path else r.pin for r in needed)]
+                "--no-deps", *(["--no-index"] if self.wheels_only else []), "--target", env,
+                *(local.get(r.name, r.pin) for r in needed)]
         self.installer.python(image, args, "installing " + describe(needed))
 
     def _lock(self, digest: str) -> threading.Lock:

@@ -41,6 +41,11 @@ class Launcher(Protocol):
     default_image: str
     head_address: str  # the cluster's head as this node reaches it: workers' nested calls go there
     prepares_environments: bool  # installs a job's requirements for its workers (prepare_environment)
+    wheels_only: bool  # ... only from wheels the client ships (no package index reachable)
+
+    def image_distributions(self) -> dict[str, str]:
+        """(In a thread) {name: version} of what the default workers' Python has."""
+        ...
 
     def prepare_environment(self, image: str, assign: AssignJob, progress: Callable[[str], None]) -> str:
         """(In a thread) the directory of the job's environment, made now if need be (saying what it
@@ -112,12 +117,17 @@ class ProcessLauncher:
     runtime = "process"
     default_image = ""
 
-    def __init__(self, node_address: str, token: str, environments: str | None = None):
+    def __init__(self, node_address: str, token: str, environments: str | None = None, wheels_only: bool = False):
         self.node_address = node_address
         self.token = token
         self.head_address = ""
         self.prepares_environments = environments is not None
-        self._environments = Environments(ProcessInstaller(), environments) if environments is not None else None
+        self.wheels_only = wheels_only and environments is not None
+        self._environments = (Environments(ProcessInstaller(), environments, wheels_only)
+                              if environments is not None else None)
+
+    def image_distributions(self) -> dict[str, str]:
+        return self._environments.image_distributions("") if self._environments is not None else {}
 
     def prepare_environment(self, image: str, assign: AssignJob, progress: Callable[[str], None]) -> str:
         if self._environments is None:

@@ -80,6 +80,7 @@ class NodeConfig:
     status_dir: str | None = None
     idle_shutdown: float = 0.0
     environments: str | None = None
+    wheels_only: bool = False  # install only wheels the client ships (no package index reachable)
     transport: TransportConfig = TransportConfig()  # noqa: RUF009 (frozen: one shared default is safe)
 
 
@@ -119,7 +120,7 @@ class NodeDaemon:
         # Local workers: a Unix socket skips the TCP stack on every byte of every
         # payload (still authenticated like any other connection).
         self.launcher: Launcher = launcher or ProcessLauncher(f"unix:{self._worker_sock}", token,
-                                                                 config.environments)
+                                                                 config.environments, config.wheels_only)
         self.launcher.head_address = f"{head_host}:{head_port}"
         self.state = NodeState(self.node_id, self.n_workers, self.launcher.default_image,
                                prepares_environments=self.launcher.prepares_environments)
@@ -129,6 +130,7 @@ class NodeDaemon:
         self._tasks = TaskRegistry(f"node {self.node_id}")
         self._stop = asyncio.Event()
         self._stopping = False
+        self._image_dists: dict[str, str] | None = None  # the default workers' distributions (wheels_only)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -382,11 +384,15 @@ class NodeDaemon:
             deadline = self.config.reconnect_for
 
     async def _register(self) -> Connection:
+        if self.launcher.wheels_only and self._image_dists is None:  # (once: clients diff against it)
+            self._image_dists = await asyncio.to_thread(self.launcher.image_distributions)
         head = await connect(self.head_host, self.head_port, self.token, self.transport)
         try:
             head.send_nowait(NodeHello(self.node_id, socket.gethostname(), self.cpus, self.ram, self.n_workers,
                                        provider=self.config.provider, runtime=self.launcher.runtime,
-                                       gpus=self.gpus, environments=self.launcher.prepares_environments))
+                                       gpus=self.gpus, environments=self.launcher.prepares_environments,
+                                       wheels_only=self.launcher.wheels_only,
+                                       image_distributions=self._image_dists or {}))
             welcome = await head.recv()
             if not isinstance(welcome, Welcome):
                 raise ProtocolError(f"head answered {type(welcome).__name__} to NodeHello")

@@ -79,6 +79,7 @@ class Head:
         self.node_info: dict[str, NodeInfo] = {}
         self._clients: dict[str, Connection] = {}
         self._nodes: dict[str, Connection] = {}
+        self._wheel_image: dict[str, str] | None = None  # what workers of wheels-only nodes have
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._http_runner: web.AppRunner | None = None
@@ -139,7 +140,8 @@ class Head:
         client_id = f"c{next(self._ids)}"
         self._clients[client_id] = conn
         environments = any(n.environments for n in self.state.nodes.values())
-        conn.send_nowait(Welcome(self.name, self.state.pool.slots, environments))
+        conn.send_nowait(Welcome(self.name, self.state.pool.slots, environments, self._wheel_image is not None,
+                                 self._wheel_image or {}))
         try:
             while True:
                 match await conn.recv():
@@ -179,6 +181,8 @@ class Head:
         self._nodes[node_id] = conn
         info = self.node_info[node_id] = NodeInfo(conn.peer, hello.provider, time.time(), time.time())
         conn.send_nowait(Welcome(self.name))
+        if hello.wheels_only:  # clients ship wheels of what these workers lack
+            self._wheel_image = hello.image_distributions
         log.info("node %s joined from %s (%d CPUs, %d workers)", node_id, conn.peer, hello.cpus, hello.n_workers)
         if self.node_watcher is not None:
             self.node_watcher.node_joined(node_id)

@@ -80,6 +80,9 @@ class NodeHello(_Msg):
     runtime: str = "process"  # "process" | "container" (can honour image=)
     gpus: int = 0
     environments: bool = False  # installs a job's missing distributions before its first call (containers)
+    # ... only from wheels the client ships (cluster.yaml packages: client); then what its workers have.
+    wheels_only: bool = False
+    image_distributions: dict[str, str] = {}
 
 
 class WorkerHello(_Msg):
@@ -93,6 +96,9 @@ class Welcome(_Msg):
     workers: int = 0  # workers registered in the cluster right now
     # Some node installs a job's requirements (SubmitJob.requirements): clients send them only then.
     environments: bool = False
+    # Those nodes take only wheels from the client, whose workers have these {name: version}.
+    wheels_only: bool = False
+    image_distributions: dict[str, str] = {}
 
 
 class Heartbeat(_Msg):

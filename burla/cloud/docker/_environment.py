@@ -18,8 +18,9 @@ from ._client import translated
 
 class ContainerInstaller:
     def __init__(self, docker: Any, volumes: dict[str, dict[str, str]], ca_bundle: str | None = "/etc/ssl/certs",
-                 network: str | None = None) -> None:
+                 network: str | None = None, offline: bool = False) -> None:
         self.docker, self.volumes, self.ca_bundle, self.network = docker, volumes, ca_bundle, network
+        self.offline = offline  # no network at all: everything it installs came with the job
 
     def identity(self, image: str) -> str:
         with translated(f"worker image {image!r} on this node"):
@@ -33,9 +34,10 @@ class ContainerInstaller:
             volumes[self.ca_bundle] = {"bind": "/etc/ssl/certs", "mode": "ro"}
             env["PIP_CERT"] = env["SSL_CERT_FILE"] = "/etc/ssl/certs/ca-certificates.crt"
         with translated(what):
+            net: dict[str, Any] = {"network_disabled": True} if self.offline else {"network": self.network}
             container = self.docker.containers.run(image, args, entrypoint=["python3"], detach=True,
-                                                   volumes=volumes, environment=env, network=self.network,
-                                                   labels={"burla.role": "installer"})
+                                                   volumes=volumes, environment=env, labels={"burla.role": "installer"},
+                                                   **net)
         try:
             try:
                 code = container.wait(timeout=INSTALL_TIMEOUT).get("StatusCode", -1)
@@ -51,5 +53,7 @@ class ContainerInstaller:
 
 
 def container_environments(docker: Any, root: str, volumes: dict[str, dict[str, str]],
-                           ca_bundle: str | None = "/etc/ssl/certs", network: str | None = None) -> Environments:
-    return Environments(ContainerInstaller(docker, volumes, ca_bundle, network), root)
+                           ca_bundle: str | None = "/etc/ssl/certs", network: str | None = None,
+                           wheels_only: bool = False) -> Environments:
+    """``wheels_only``: install only the wheels the job brought, in a container with no network."""
+    return Environments(ContainerInstaller(docker, volumes, ca_bundle, network, wheels_only), root, wheels_only)

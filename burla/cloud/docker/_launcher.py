@@ -87,7 +87,8 @@ class ContainerLauncher:
     prepares_environments = True
 
     def __init__(self, token: str, advertise: str, network: str, default_image: str, status_volume: str,
-                 status_dir: str, labels: dict[str, str], name_prefix: str, ram_bytes: int):
+                 status_dir: str, labels: dict[str, str], name_prefix: str, ram_bytes: int,
+                 wheels_only: bool = False):
         self.bundle = _write_bundle(os.path.join(status_dir, "bundle"))
         self.docker = client()
         self.token = token
@@ -101,8 +102,13 @@ class ContainerLauncher:
         self.ram_bytes = ram_bytes
         self.head_address = ""
         # Environments on the status volume: mounted at status_dir in the node and its workers alike.
+        self.wheels_only = wheels_only
         self.environments = container_environments(self.docker, os.path.join(status_dir, "env"),
-                                         {status_volume: {"bind": status_dir, "mode": "rw"}}, network=network)
+                                                   {status_volume: {"bind": status_dir, "mode": "rw"}},
+                                                   network=network, wheels_only=wheels_only)
+
+    def image_distributions(self) -> dict[str, str]:
+        return self.environments.image_distributions(self.default_image)
 
     def prepare_environment(self, image: str, assign: AssignJob, progress: Callable[[str], None]) -> str:
         def told(what: str) -> None:

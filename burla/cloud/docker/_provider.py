@@ -38,7 +38,7 @@ def _free_port() -> int:
 
 
 def up(name: str, nodes: int, workers_per_node: int | None, image: str | None = None,
-       worker_runtime: str = "container") -> ClusterRecord:
+       worker_runtime: str = "container", packages: str = "index") -> ClusterRecord:
     c = client()
     image = image or IMAGE
     if not image_present(c, image):
@@ -60,7 +60,7 @@ def up(name: str, nodes: int, workers_per_node: int | None, image: str | None = 
                 labels={**labels, LABEL_ROLE: "head"},
             )
             for i in range(1, nodes + 1):
-                _start_node(c, name, i, net.name, image, workers_per_node, worker_runtime, token)
+                _start_node(c, name, i, net.name, image, workers_per_node, worker_runtime, token, packages)
     except BaseException:
         down(name)
         raise
@@ -69,7 +69,7 @@ def up(name: str, nodes: int, workers_per_node: int | None, image: str | None = 
 
 
 def _start_node(c: Any, cluster: str, i: int, network: str, image: str, workers: int | None, runtime: str,
-                token: str) -> None:
+                token: str, packages: str = "index") -> None:
     node = f"burla-{cluster}-node-{i}"
     labels = {LABEL_CLUSTER: cluster}
     cmd = node_args(f"burla-{cluster}-head:{HEAD_PORT}", node, workers=workers, provider="docker", reconnect_for=600,
@@ -79,7 +79,7 @@ def _start_node(c: Any, cluster: str, i: int, network: str, image: str, workers:
         volume = c.volumes.create(f"{node}-status", labels={**labels, LABEL_ROLE: "volume"})
         cmd += ["--worker-runtime", "container", "--worker-image", image, "--worker-network", network,
                 "--advertise", f"{node}:{WORKER_PORT}", "--worker-listen", f"0.0.0.0:{WORKER_PORT}",
-                "--status-volume", volume.name]
+                "--status-volume", volume.name, "--packages-from", packages]
         volumes = {"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
                    volume.name: {"bind": STATUS_DIR, "mode": "rw"}}
     c.containers.run(image, cmd, name=node, hostname=node, detach=True, network=network, volumes=volumes,
@@ -131,7 +131,8 @@ class DockerProvider:
 
     async def up(self, spec: DockerClusterSpec) -> ClusterRecord:
         p = spec.provider
-        return await asyncio.to_thread(up, spec.name, spec.nodes, spec.workers_per_node, p.image, p.worker_runtime)
+        return await asyncio.to_thread(up, spec.name, spec.nodes, spec.workers_per_node, p.image, p.worker_runtime,
+                                       p.packages)
 
     async def down(self, name: str, record: ClusterRecord | None) -> int:
         return await asyncio.to_thread(down, name)
