@@ -10,10 +10,13 @@ mount).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ...runtime._environments import INSTALL_TIMEOUT, Environments, checked
 from ._client import translated
+
+IDENTITY_TTL = 30.0  # seconds an image's id is trusted without asking Docker again (a job's set-up: ~2 ms)
 
 
 class ContainerInstaller:
@@ -21,10 +24,15 @@ class ContainerInstaller:
                  network: str | None = None, offline: bool = False) -> None:
         self.docker, self.volumes, self.ca_bundle, self.network = docker, volumes, ca_bundle, network
         self.offline = offline  # no network at all: everything it installs came with the job
+        self._ids: dict[str, tuple[str, float]] = {}  # image -> (its id, when Docker said so)
 
     def identity(self, image: str) -> str:
+        known = self._ids.get(image)
+        if known is not None and time.monotonic() - known[1] < IDENTITY_TTL:
+            return known[0]
         with translated(f"worker image {image!r} on this node"):
             image_id: str = self.docker.images.get(image).id
+        self._ids[image] = (image_id, time.monotonic())
         return image_id
 
     def python(self, image: str, args: list[str], what: str) -> str:
