@@ -42,14 +42,37 @@ def _cluster_path(name: str) -> Path:
     return config_dir() / "clusters" / f"{name}.json"
 
 
+def _pending_path(name: str) -> Path:
+    return config_dir() / "clusters" / f"{name}.pending.json"
+
+
+def save_pending(record: ClusterRecord) -> Path:
+    """What ``burla up`` writes before it creates anything (``Provider.placeholder``): not a
+    cluster to connect to, but what ``burla down`` needs if ``up`` dies."""
+    return _write(_pending_path(record.name), record)
+
+
+def load_pending(name: str) -> ClusterRecord | None:
+    path = _pending_path(name)
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=ClusterRecord)
+    except (OSError, msgspec.DecodeError):
+        return None
+
+
 def save_cluster(record: ClusterRecord) -> Path:
-    path = _cluster_path(record.name)
+    path = _write(_cluster_path(record.name), record)
+    _pending_path(record.name).unlink(missing_ok=True)
+    (config_dir() / "current").write_text(record.name)
+    return path
+
+
+def _write(path: Path, record: ClusterRecord) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(msgspec.json.format(msgspec.json.encode(record), indent=2))
     os.chmod(path, 0o600)
-    (config_dir() / "current").write_text(record.name)
     return path
 
 
@@ -70,6 +93,7 @@ def load_cluster(name: str | None = None) -> ClusterRecord | None:
 
 def remove_cluster(name: str) -> None:
     _cluster_path(name).unlink(missing_ok=True)
+    _pending_path(name).unlink(missing_ok=True)
     current = config_dir() / "current"
     if current.exists() and current.read_text().strip() == name:
         current.unlink()

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from pathlib import Path
 
 from .. import _config
-from .._errors import ProviderError
-from ..cloud import ClusterRecord, get_provider, provider_types
+from .._errors import ConfigError, ProviderError
+from ..cloud import ClusterRecord, get_provider, load_spec, provider_types
+from ..cloud._spec import provider_type
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("down", help="stop a cluster started with `burla up` (default: the current one)")
-    p.add_argument("name", nargs="?")
+    p.add_argument("name", nargs="?", help="the cluster's name, or its cluster.yaml (found by label even when "
+                                          "`burla up` died before recording it)")
     p.set_defaults(func=main)
 
 
@@ -29,8 +33,21 @@ async def _unrecorded(name: str) -> str | None:
     return None
 
 
+def _from_spec(path: str) -> ClusterRecord:
+    """``burla down cluster.yaml``: what the spec names, where its provider looks for it."""
+    spec = load_spec(Path(path).read_text(), path)
+    return _config.load_cluster(spec.name) or get_provider(provider_type(spec)).placeholder(spec)
+
+
 def main(args: argparse.Namespace) -> int:
-    record = _config.load_cluster(args.name)
+    if args.name and args.name.endswith((".yaml", ".yml")) and os.path.isfile(args.name):
+        try:
+            record: ClusterRecord | None = _from_spec(args.name)
+        except ConfigError as e:
+            print(f"burla down: {e}", file=sys.stderr)
+            return 2
+    else:
+        record = _config.load_cluster(args.name) or (_config.load_pending(args.name) if args.name else None)
     if record is None and args.name:
         kind = asyncio.run(_unrecorded(args.name))
         if kind is not None:

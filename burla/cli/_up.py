@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from .. import _config
+from .._config import ClusterRecord
 from .._errors import ConfigError, ProviderError
 from ..cloud import get_provider, load_spec
 from ..cloud._spec import provider_type
@@ -32,6 +34,28 @@ def _read_spec(path_text: str | None) -> Any:
     return load_spec(path.read_text(), path_text)
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _undo(provider: Any, name: str, record: ClusterRecord | None) -> int:
+    """Interrupted: delete what was created (found by label; the record's processes too), once,
+    with further Ctrl-Cs ignored until it is done."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    target = record or _config.load_pending(name) or ClusterRecord(name=name, provider=provider.kind)
+    try:
+        removed = asyncio.run(provider.down(name, target))
+    except (ProviderError, OSError) as e:
+        print(f"burla up: interrupted; deleting what it created failed ({e}): run `burla down {name}`",
+              file=sys.stderr)
+        return 130
+    _config.remove_cluster(name)
+    print(f"burla up: interrupted; deleted what it had created of cluster {name!r} ({removed} thing(s))",
+          file=sys.stderr)
+    return 130
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         spec = _read_spec(args.spec)
@@ -44,17 +68,28 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     provider = get_provider(provider_type(spec))
+    # Before the first create call: a `burla up` killed from here on leaves what `burla down` needs.
+    _config.save_pending(provider.placeholder(spec))
+    previous = signal.signal(signal.SIGTERM, _interrupted)  # SIGTERM cleans up as Ctrl-C does
+    record = None
     try:
-        record = asyncio.run(provider.up(spec))
-    except (ProviderError, OSError) as e:
-        print(f"burla up: {e}", file=sys.stderr)
-        return 1
-    try:
-        wait_ready(record, spec.nodes, args.timeout or provider.ready_timeout)
-    except TimeoutError as e:
-        asyncio.run(provider.down(record.name, record))
-        print(f"burla up: {e}; {provider.log_hint(record)}", file=sys.stderr)
-        return 1
+        try:
+            record = asyncio.run(provider.up(spec))
+        except (ProviderError, OSError) as e:
+            print(f"burla up: {e}", file=sys.stderr)
+            _config.remove_cluster(spec.name)
+            return 1
+        try:
+            wait_ready(record, spec.nodes, args.timeout or provider.ready_timeout)
+        except TimeoutError as e:
+            asyncio.run(provider.down(record.name, record))
+            _config.remove_cluster(spec.name)
+            print(f"burla up: {e}; {provider.log_hint(record)}", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        return _undo(provider, spec.name, record)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     path = _config.save_cluster(record)
     print(f"cluster {spec.name!r} is up: head {record.head}, API {record.http}, {spec.nodes} node(s)")
     print(f"dashboard: {record.http}/  (log in with `burla dashboard`, which prints a link carrying the token)")

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 import psutil
@@ -157,6 +157,9 @@ class LocalProvider:
         cluster = await asyncio.to_thread(start_local_cluster, spec.name, spec.nodes, spec.workers_per_node,
                                           attached=False, log_dir=str(log_dir))
         return cluster.record
+
+    def placeholder(self, spec: Any) -> ClusterRecord:
+        return ClusterRecord(name=spec.name, provider=self.kind)
 
     async def down(self, name: str, record: ClusterRecord | None) -> int:
         pids = record.pids if record is not None else []

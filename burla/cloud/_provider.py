@@ -38,6 +38,9 @@ class Provider(Protocol):
     spec_hints: ClassVar[dict[str, str]]  # key path -> how to fix a bad value
     ready_timeout: ClassVar[float]  # seconds `burla up` waits for every node to register
 
+    def placeholder(self, spec: Any) -> ClusterRecord:
+        """The record ``burla up`` keeps before its first create call: enough for ``down`` to find
+        everything of the cluster (by label) if ``up`` dies before it returns."""
     async def up(self, spec: Any) -> ClusterRecord: ...
     async def down(self, name: str, record: ClusterRecord | None) -> int:
         """Delete everything of cluster ``name``; returns how many things were removed."""

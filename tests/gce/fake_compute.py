@@ -47,6 +47,9 @@ class FakeCompute:
         self.forbidden_projects: set[str] = set()
         self.quota_projects: set[str] = set()
         self.requests: list[tuple[str, str]] = []
+        self.boot = True  # False: instances run no daemon (VMs that never register)
+        self.insert_gate: threading.Event | None = None  # set: instance inserts wait for it (a slow API)
+        self.inserts_held = 0  # inserts waiting on the gate now
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -72,7 +75,7 @@ class FakeCompute:
         script = items.get("startup-script", "")
         lines = script.splitlines()
         marker = next((i for i, line in enumerate(lines) if line.strip() in ("# burla-node-start", "# burla-head-start")), None)
-        if marker is None:
+        if marker is None or not self.boot:
             return
         argv = shlex.split(lines[marker + 1])
         env = dict(os.environ, PYTHONPATH=ROOT, BURLA_TOKEN=items.get("burla-token", ""),
@@ -153,6 +156,13 @@ class FakeCompute:
                     return self._reply(403, _error(403, f"Required 'compute.{m['kind']}.list' permission for "
                                                         f"'projects/{m['project']}'", "forbidden"))
                 body = self._body() if method == "POST" else {}
+                gate = fake.insert_gate
+                if gate is not None and method == "POST" and m["kind"] == "instances" and not m["name"]:
+                    with fake._lock:
+                        fake.inserts_held += 1
+                    gate.wait(60)
+                    with fake._lock:
+                        fake.inserts_held -= 1
                 with fake._lock:
                     status, reply = fake._route(method, m.groupdict(), parse_qs(url.query), body)
                 self._reply(status, reply)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import psutil
 import pytest
@@ -213,3 +215,70 @@ def test_node_vms_carry_the_clients_own_wheel(tmp_path, fake, cluster_down):
     assert "md burla-wheel | base64 -d" in items["startup-script"]
     # Its daemon installs each job's missing distributions (its workers are processes of its venv).
     assert "--environments /var/lib/burla/environments" in items["startup-script"]
+
+
+# --- no leak, ever (issue 14, item 1) -------------------------------------------------------------
+
+
+def up_process(tmp_path, spec):
+    env = dict(os.environ, PYTHONPATH=ROOT, BURLA_CONFIG_DIR=str(tmp_path / "cfg"))
+    env.pop("BURLA_HEAD", None)
+    env.pop("BURLA_TOKEN", None)
+    return subprocess.Popen([sys.executable, "-m", "burla", "up", str(spec)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_up_while_it_waits_for_nodes_deletes_everything_it_created(tmp_path, fake, cluster_down, sig):
+    fake.boot = False  # the VMs never register: `burla up` waits (up to 600 s)
+    spec = write_spec(tmp_path, fake, name="g20", nodes=2, placement="vm")
+    cluster_down.append("g20")
+    up = up_process(tmp_path, spec)
+    try:
+        wait_until(lambda: len(instances(fake, "g20")) == 3 and fake.firewalls, 60, "the head and node VMs")
+        assert (tmp_path / "cfg" / "clusters" / "g20.pending.json").exists()  # recorded before creating
+        up.send_signal(sig)
+        _, err = up.communicate(timeout=60)
+    finally:
+        up.kill()
+    assert up.returncode == 130, err
+    assert err.strip() == "burla up: interrupted; deleted what it had created of cluster 'g20' (4 thing(s))"
+    assert instances(fake) == [] and not fake.firewalls
+    assert not (tmp_path / "cfg" / "clusters").exists() or not list((tmp_path / "cfg" / "clusters").iterdir())
+
+
+def test_ctrl_c_while_creates_are_in_flight_leaves_no_vm_behind(tmp_path, fake, cluster_down):
+    fake.insert_gate = threading.Event()  # every insert hangs in the API until the gate opens
+    spec = write_spec(tmp_path, fake, name="g21", nodes=3)
+    cluster_down.append("g21")
+    up = up_process(tmp_path, spec)
+    try:
+        wait_until(lambda: fake.inserts_held == 3, 60, "three inserts in flight")
+        up.send_signal(signal.SIGINT)
+        fake.insert_gate.set()  # they land now, after `up` was told to stop
+        _, err = up.communicate(timeout=60)
+    finally:
+        up.kill()
+        fake.insert_gate.set()
+    assert up.returncode == 130, err
+    assert "Traceback" not in err and "interrupted; deleted what it had created of cluster 'g21'" in err
+    assert instances(fake) == []
+
+
+@pytest.mark.parametrize("how", ["name", "yaml"])
+def test_down_finds_the_vms_of_an_up_that_was_killed(tmp_path, fake, cluster_down, how):
+    fake.boot = False
+    spec = write_spec(tmp_path, fake, name="g22", nodes=2, placement="vm")
+    cluster_down.append("g22")
+    up = up_process(tmp_path, spec)
+    try:
+        wait_until(lambda: len(instances(fake, "g22")) == 3, 60, "the VMs")
+    finally:
+        up.kill()  # SIGKILL: no clean-up of its own
+        up.communicate()
+    if how == "yaml":  # not even the placeholder record: the spec says where to look
+        (tmp_path / "cfg" / "clusters" / "g22.pending.json").unlink()
+    down = cli(tmp_path, "down", "g22" if how == "name" else str(spec))
+    assert down.returncode == 0, down.stderr
+    assert "cluster 'g22' is down (4 thing(s) removed)" in down.stdout
+    assert instances(fake) == [] and not fake.firewalls

@@ -134,6 +134,9 @@ class DockerProvider:
         return await asyncio.to_thread(up, spec.name, spec.nodes, spec.workers_per_node, p.image, p.worker_runtime,
                                        p.packages)
 
+    def placeholder(self, spec: DockerClusterSpec) -> ClusterRecord:
+        return ClusterRecord(name=spec.name, provider=self.kind)  # (down finds its objects by label)
+
     async def down(self, name: str, record: ClusterRecord | None) -> int:
         return await asyncio.to_thread(down, name)
 

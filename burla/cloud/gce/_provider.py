@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import logging
 import os
@@ -66,18 +67,42 @@ def _instance(spec: GceSpec, zone: str, name: str, role: str, script: str, token
     return inst
 
 
-async def _create_in_some_zone(api: Compute, spec: GceSpec, make: Any) -> str:
+class _Creates:
+    """The create calls of one ``up``, each in a thread and remembered: after a failure or a
+    Ctrl-C, ``settle`` waits for those still running, since a VM whose insert lands after
+    ``down`` listed the cluster's would be left billing."""
+
+    def __init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="burla-gce-create")
+        self._running: list[concurrent.futures.Future[Any]] = []
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        future = self._pool.submit(fn, *args)
+        self._running.append(future)
+        return await asyncio.wrap_future(future)
+
+    async def settle(self) -> None:
+        await asyncio.to_thread(concurrent.futures.wait, self._running)
+        self._pool.shutdown(wait=False)
+
+
+async def _create_in_some_zone(api: Compute, spec: GceSpec, make: Any, creates: _Creates) -> str:
     """Create an instance in the first zone with capacity; returns the zone."""
     tried = []
     for zone in spec.zones:
         try:
-            await asyncio.to_thread(api.insert_instance, zone, make(zone))
+            await creates.run(api.insert_instance, zone, make(zone))
             return zone
         except ZoneExhausted as e:
             tried.append(f"{zone} ({e})")
             log.warning("zone %s is out of capacity; trying the next one", zone)
     raise ProviderError(f"every zone is out of capacity: {'; '.join(tried)}: add zones to provider.zones "
                         "or pick another machine_type")
+
+
+def _where(spec: GceSpec) -> dict[str, Any]:
+    """Where the cluster's resources are: what ``down`` searches for its label."""
+    return {"project": spec.project, "zones": list(spec.zones), "api_endpoint": spec.api_endpoint}
 
 
 def reaper_config(spec: GceSpec) -> dict[str, Any]:
@@ -94,24 +119,27 @@ async def up(spec: GceSpec, config_dir: str) -> ClusterRecord:
     token = secrets.token_urlsafe(32)
     wheel = await asyncio.to_thread(_wheel_metadata)
     pids: list[int] = []
-    extra: dict[str, Any] = {"project": spec.project, "zones": list(spec.zones), "api_endpoint": spec.api_endpoint}
+    extra = _where(spec)
+    creates = _Creates()
     try:
         if spec.head.placement == "local":
             head_addr, client_addr, http, pid = _start_local_head(spec, token, config_dir)
             pids.append(pid)
         else:
-            head_addr, client_addr, http = await _start_head_vm(api, spec, token, wheel)
+            head_addr, client_addr, http = await _start_head_vm(api, spec, token, wheel, creates)
             extra["head_vm"] = True
         await asyncio.gather(*(
             _create_in_some_zone(api, spec, lambda zone, i=i: _instance(
                 spec, zone, f"burla-{spec.name}-node-{i}", "node",
                 node_script(spec.name, head_addr, spec.workers_per_node, spec.idle_timeout_s, spec.worker_image),
-                token, spec.machine_type, [spec.node_tag, *spec.tags], wheel))
+                token, spec.machine_type, [spec.node_tag, *spec.tags], wheel), creates)
             for i in range(1, spec.nodes + 1)))
     except BaseException:
+        await creates.settle()
         await down(spec.name, extra)
         stop_pids(pids)
         raise
+    await creates.settle()
     return ClusterRecord(name=spec.name, provider="gce", head=client_addr, http=http, token=token, pids=pids,
                          extra=extra)
 
@@ -131,19 +159,20 @@ def _start_local_head(spec: GceSpec, token: str, config_dir: str) -> tuple[str, 
     return f"{advertise}:{port}", f"127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}", proc.pid
 
 
-async def _start_head_vm(api: Compute, spec: GceSpec, token: str, wheel: dict[str, str]) -> tuple[str, str, str]:
+async def _start_head_vm(api: Compute, spec: GceSpec, token: str, wheel: dict[str, str],
+                         creates: _Creates) -> tuple[str, str, str]:
     from google.cloud import compute_v1 as c
 
     name = f"burla-{spec.name}-head"
     meta = {"burla-gce": json.dumps(reaper_config(spec)), **wheel}
     zone = await _create_in_some_zone(api, spec, lambda z: _instance(
         spec, z, name, "head", head_script(spec.name, spec.head.port), token, spec.head.machine_type,
-        [spec.head_tag, *spec.tags], meta))
+        [spec.head_tag, *spec.tags], meta), creates)
     rule = c.Firewall(
         name=f"burla-{spec.name}-head", network=f"global/networks/{spec.network}", direction="INGRESS",
         description=f"burla cluster {spec.name}: nodes -> head", source_tags=[spec.node_tag],
         target_tags=[spec.head_tag], allowed=[c.Allowed(I_p_protocol="tcp", ports=[str(spec.head.port)])])
-    await asyncio.to_thread(api.insert_firewall, rule)
+    await creates.run(api.insert_firewall, rule)
     inst = await asyncio.to_thread(api.get_instance, zone, name)
     nic = inst.network_interfaces[0]
     internal = nic.network_i_p
@@ -183,6 +212,9 @@ class GceProvider:
         cfg = config_dir()
         cfg.mkdir(parents=True, exist_ok=True)
         return await up(spec, str(cfg))
+
+    def placeholder(self, spec: GceSpec) -> ClusterRecord:
+        return ClusterRecord(name=spec.name, provider=self.kind, extra=_where(spec))
 
     async def down(self, name: str, record: ClusterRecord | None) -> int:
         if record is None:
