@@ -45,14 +45,13 @@ def _undo(provider: Any, name: str, record: ClusterRecord | None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     target = record or _config.load_pending(name) or ClusterRecord(name=name, provider=provider.kind)
     try:
-        removed = asyncio.run(provider.down(name, target))
+        asyncio.run(provider.down(name, target))  # (what up's own clean-up left, if it got that far)
     except (ProviderError, OSError) as e:
         print(f"burla up: interrupted; deleting what it created failed ({e}): run `burla down {name}`",
               file=sys.stderr)
         return 130
     _config.remove_cluster(name)
-    print(f"burla up: interrupted; deleted what it had created of cluster {name!r} ({removed} thing(s))",
-          file=sys.stderr)
+    print(f"burla up: interrupted; deleted everything it had created of cluster {name!r}", file=sys.stderr)
     return 130
 
 

@@ -30,6 +30,8 @@ class Resource(msgspec.Struct, frozen=True):
     role: str  # head | node | worker | network | volume | firewall
     state: str
     zone: str = ""
+    created: float = 0.0  # unix time it was created (0: not known)
+    cost_per_hour: float = 0.0  # USD, list price where known (0: not known, or free)
 
 
 class Provider(Protocol):

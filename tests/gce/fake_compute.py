@@ -18,6 +18,7 @@ instance is TERMINATED, as a VM that ran ``shutdown -h now``.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import os
@@ -206,6 +207,7 @@ class FakeCompute:
             item["networkInterfaces"] = [dict(nic, networkIP="127.0.0.1", accessConfigs=[
                 dict(ac, natIP="127.0.0.1") for ac in nic.get("accessConfigs", [])]) for nic in body.get("networkInterfaces", [])]
             item["zone"] = f"projects/{project}/zones/{zone}"
+            item["creationTimestamp"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
         store[key] = item
         if kind == "instances":
             self._boot(key, item)  # type: ignore[arg-type]

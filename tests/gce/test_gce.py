@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -242,7 +243,7 @@ def test_interrupting_up_while_it_waits_for_nodes_deletes_everything_it_created(
     finally:
         up.kill()
     assert up.returncode == 130, err
-    assert err.strip() == "burla up: interrupted; deleted what it had created of cluster 'g20' (4 thing(s))"
+    assert err.strip() == "burla up: interrupted; deleted everything it had created of cluster 'g20'"
     assert instances(fake) == [] and not fake.firewalls
     assert not (tmp_path / "cfg" / "clusters").exists() or not list((tmp_path / "cfg" / "clusters").iterdir())
 
@@ -261,7 +262,7 @@ def test_ctrl_c_while_creates_are_in_flight_leaves_no_vm_behind(tmp_path, fake, 
         up.kill()
         fake.insert_gate.set()
     assert up.returncode == 130, err
-    assert "Traceback" not in err and "interrupted; deleted what it had created of cluster 'g21'" in err
+    assert "Traceback" not in err and "interrupted; deleted everything it had created of cluster 'g21'" in err
     assert instances(fake) == []
 
 
@@ -282,3 +283,25 @@ def test_down_finds_the_vms_of_an_up_that_was_killed(tmp_path, fake, cluster_dow
     assert down.returncode == 0, down.stderr
     assert "cluster 'g22' is down (4 thing(s) removed)" in down.stdout
     assert instances(fake) == [] and not fake.firewalls
+
+
+def test_status_shows_vms_that_exist_but_never_registered_with_their_age_and_cost(tmp_path, fake, cluster_down):
+    fake.boot = False
+    spec = write_spec(tmp_path, fake, name="g23", nodes=2, placement="vm")
+    cluster_down.append("g23")
+    up = up_process(tmp_path, spec)
+    try:
+        wait_until(lambda: len(instances(fake, "g23")) == 3, 60, "the VMs")
+        shown = cli(tmp_path, "status", "g23")
+        listed = json.loads(cli(tmp_path, "status", "g23", "--json").stdout)
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=60)
+    assert shown.returncode == 1 and "has not recorded its head yet" in shown.stderr
+    nodes = [line for line in shown.stdout.splitlines() if " node burla-g23-node-" in line]
+    assert len(nodes) == 2, shown.stdout
+    for line in nodes:
+        assert re.search(r": RUNNING \(up \d+s, ~\$0\.067/h, not registered\)$", line), line
+    assert "running VMs: ~$0.15/hour" in shown.stdout  # two e2-standard-2 nodes + the e2-small head
+    assert {r["registered"] for r in listed["resources"] if r["role"] == "node"} == {False}
+    assert instances(fake) == []

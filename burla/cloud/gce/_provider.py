@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import datetime
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from .._provider import Resource, node_resources
 from .._recipes import head_args, python_burla
 from .._wheel import build_wheel
 from ._api import LABEL, Compute, ZoneExhausted
+from ._prices import hourly_cost
 from ._spec import HINTS, GceSpec
 from ._startup import head_script, node_script
 
@@ -195,8 +197,17 @@ async def down(name: str, extra: dict[str, Any]) -> int:
 async def status(name: str, extra: dict[str, Any]) -> list[Resource]:
     api = Compute(extra["project"], extra.get("api_endpoint"))
     found = await asyncio.to_thread(lambda: list(api.list_instances(tuple(extra["zones"]), name)))
-    return [Resource(inst.name, inst.labels.get("burla-role", "?"), inst.status, zone)
+    return [Resource(inst.name, inst.labels.get("burla-role", "?"), inst.status, zone, _created(inst),
+                     hourly_cost(inst.machine_type.rsplit("/", 1)[-1],
+                                 inst.scheduling.provisioning_model == "SPOT") if inst.status == "RUNNING" else 0.0)
             for zone, inst in sorted(found, key=lambda x: x[1].name)]
+
+
+def _created(inst: Any) -> float:
+    try:
+        return datetime.datetime.fromisoformat(inst.creation_timestamp).timestamp()
+    except (TypeError, ValueError):
+        return 0.0
 
 
 class GceProvider:
