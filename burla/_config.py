@@ -60,6 +60,12 @@ def load_pending(name: str) -> ClusterRecord | None:
         return None
 
 
+def load_any(name: str | None) -> ClusterRecord | None:
+    """The cluster's record, else (for a named cluster) the placeholder of a ``burla up`` that is
+    still creating it or died doing so."""
+    return load_cluster(name) or (load_pending(name) if name else None)
+
+
 def save_cluster(record: ClusterRecord) -> Path:
     path = _write(_cluster_path(record.name), record)
     _pending_path(record.name).unlink(missing_ok=True)

@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"burla down: {e}", file=sys.stderr)
             return 2
     else:
-        record = _config.load_cluster(args.name) or (_config.load_pending(args.name) if args.name else None)
+        record = _config.load_any(args.name)
     if record is None and args.name:
         kind = asyncio.run(_unrecorded(args.name))
         if kind is not None:

@@ -26,10 +26,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def main(args: argparse.Namespace) -> int:
-    # (a cluster `burla up` is still creating, or died creating, has only its placeholder record)
-    record = _config.load_cluster(args.name) or (_config.load_pending(args.name) if args.name else None)
-    if record is None:
-        record = _config.load_for_command(args.name, "status")
+    record = _config.load_any(args.name) or _config.load_for_command(args.name, "status")
     if record is None:
         return 1
     answered = True

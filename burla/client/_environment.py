@@ -11,7 +11,7 @@ client ships.
 ``job_environment()`` is what a job carries to a cluster whose nodes
 install environments (``Welcome.environments``): every distribution here as
 a ``Dist``, and the wheels of the local ones; computed once per state of
-``sys.path``.  The nodes' half is ``cloud/docker/_environment.py``.
+``sys.path``.  The nodes' half is ``runtime/_environments.py``.
 """
 
 from __future__ import annotations
@@ -97,23 +97,37 @@ def build_wheel(req: Requirement, cache: str) -> str:
         raise ConfigError(f"{req.name} {req.version} was installed from {req.local_path or 'an index'}, "
                           "which is not a project directory here: reinstall it, or install it on the nodes' image")
     out = os.path.join(cache, f"{req.name}-{_fingerprint(req.local_path)}")
+    wheel, said = _pip_wheel(out, ["wheel", "-w", out, req.local_path],
+                             what=f"building a wheel of the local project {req.name} ({req.local_path})")
+    if wheel is None:
+        raise ConfigError(f"could not build a wheel of the local project {req.name} ({req.local_path}) to ship "
+                          f"to the workers; pip wheel said:\n{_tail(said, 20)}")
+    return wheel
+
+
+def _pip_wheel(out: str, *attempts: list[str], what: str = "") -> tuple[str | None, str]:
+    """The wheel in ``out``: there already, or made by the first pip command of ``attempts`` (each
+    ``--no-deps``) that leaves one there; else None and the last command's output."""
     wheels = glob.glob(os.path.join(out, "*.whl"))
     if wheels:
-        return wheels[0]
+        return wheels[0], ""
     os.makedirs(out, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", out,
-           req.local_path]
-    try:
-        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=WHEEL_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise ConfigError(f"building a wheel of the local project {req.name} ({req.local_path}) took over "
-                          f"{WHEEL_TIMEOUT:g}s") from None
-    wheels = glob.glob(os.path.join(out, "*.whl"))
-    if done.returncode != 0 or not wheels:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
-        raise ConfigError(f"could not build a wheel of the local project {req.name} ({req.local_path}) to ship "
-                          f"to the workers; pip wheel said:\n{tail}")
-    return wheels[0]
+    said = ""
+    for args in attempts:
+        try:
+            done = subprocess.run([sys.executable, "-m", "pip", *args, "--no-deps", "--quiet"], check=False,
+                                  capture_output=True, text=True, timeout=WHEEL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"{what} took over {WHEEL_TIMEOUT:g}s") from None
+        wheels = glob.glob(os.path.join(out, "*.whl"))
+        if done.returncode == 0 and wheels:
+            return wheels[0], ""
+        said = done.stdout + done.stderr
+    return None, said
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def _fingerprint(root: str) -> str:
@@ -162,45 +176,35 @@ def job_environment(wheels_for: dict[str, str] | None = None) -> tuple[list[Dist
         wheels: dict[str, bytes] = {}
         for req in _scanned[1]:
             if req.local_path:
-                wheel = build_wheel(req, wheel_cache())
-                if wheel not in _wheel_bytes:
-                    _wheel_bytes[wheel] = Path(wheel).read_bytes()
-                wheels[os.path.basename(wheel)] = _wheel_bytes[wheel]
+                _ship(build_wheel(req, wheel_cache()), wheels)
                 dists.append(Dist(req.name, req.version, local=True))
             else:
                 dist = Dist(req.name, index_version(req.version))
                 dists.append(dist)
                 if wheels_for is not None and wheels_for.get(dist.name) != dist.version:
-                    wheel = index_wheel(dist.name, dist.version, wheel_cache())
-                    if wheel not in _wheel_bytes:
-                        _wheel_bytes[wheel] = Path(wheel).read_bytes()
-                    wheels[os.path.basename(wheel)] = _wheel_bytes[wheel]
+                    _ship(index_wheel(dist.name, dist.version, wheel_cache()), wheels)
         return dists, wheels
+
+
+def _ship(wheel: str, wheels: dict[str, bytes]) -> None:
+    """Add ``wheel``'s file to what a job carries (read once per process: its path names its contents)."""
+    if wheel not in _wheel_bytes:
+        _wheel_bytes[wheel] = Path(wheel).read_bytes()
+    wheels[os.path.basename(wheel)] = _wheel_bytes[wheel]
 
 
 def index_wheel(name: str, version: str, cache: str) -> str:
     """A wheel of ``name==version`` from the package index (as this machine's pip reaches it),
     downloaded, or built from its sdist, once."""
     out = os.path.join(cache, "index", f"{name}-{version}")
-    wheels = glob.glob(os.path.join(out, "*.whl"))
-    if wheels:
-        return wheels[0]
-    os.makedirs(out, exist_ok=True)
-    said = ""
-    for cmd in (["download", "--only-binary=:all:", "--dest", out], ["wheel", "-w", out]):
-        try:
-            done = subprocess.run([sys.executable, "-m", "pip", *cmd, "--no-deps", "--quiet", f"{name}=={version}"],
-                                  check=False, capture_output=True, text=True, timeout=WHEEL_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise ConfigError(f"fetching a wheel of {name} {version} for the nodes took over "
-                              f"{WHEEL_TIMEOUT:g}s") from None
-        wheels = glob.glob(os.path.join(out, "*.whl"))
-        if done.returncode == 0 and wheels:
-            return wheels[0]
-        said = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-    raise ConfigError(f"this cluster's nodes install only wheels this machine ships (packages: client), and pip "
-                      f"found no wheel of {name} {version}; pip said:\n{said}\n(install it in the worker image, or "
-                      "pass sync_packages=False)")
+    pin = f"{name}=={version}"
+    wheel, said = _pip_wheel(out, ["download", "--only-binary=:all:", "--dest", out, pin], ["wheel", "-w", out, pin],
+                             what=f"fetching a wheel of {name} {version} for the nodes")
+    if wheel is None:
+        raise ConfigError(f"this cluster's nodes install only wheels this machine ships (packages: client), and pip "
+                          f"found no wheel of {name} {version}; pip said:\n{_tail(said, 15)}\n(install it in the "
+                          "worker image, or pass sync_packages=False)")
+    return wheel
 
 
 def _path_state() -> tuple[tuple[str, int], ...]:

@@ -226,8 +226,8 @@ class Session:
         self.dead: ConnectionLost | None = None
         self.cluster_workers = 0  # worker slots the head reported when we connected
         self.environments = False  # some node installs a job's environment (then jobs carry ours)
-        self.wheels_only = False  # ... only from wheels we ship, for workers that have wheel_image
-        self.wheel_image: dict[str, str] = {}
+        # ... only from wheels we ship (then what their workers have, which the wheels complete)
+        self.wheel_image: dict[str, str] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self._thread = threading.Thread(target=self.loop.run_forever, name="burla-client", daemon=True)
@@ -278,7 +278,7 @@ class Session:
             raise ProtocolError(f"head at {host}:{port} answered {type(welcome).__name__} to ClientHello")
         self.cluster_workers = welcome.workers
         self.environments = welcome.environments
-        self.wheels_only, self.wheel_image = welcome.wheels_only, welcome.image_distributions
+        self.wheel_image = welcome.image_distributions if welcome.wheels_only else None
         return conn
 
     async def _start_reader(self) -> None:
@@ -307,7 +307,7 @@ class Session:
         ``sync_packages``, and nodes that install environments, with this interpreter's."""
         if sync_packages and self.environments:
             # (ConfigError if a wheel cannot be built or fetched)
-            dists, wheels = job_environment(self.wheel_image if self.wheels_only else None)
+            dists, wheels = job_environment(self.wheel_image)
             spec = msgspec.structs.replace(spec, requirements=dists, wheels=wheels)
         job = JobChannel(self, spec.job_id)
 

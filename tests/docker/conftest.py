@@ -4,12 +4,14 @@ they fail, so CI cannot go green by skipping them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -62,13 +64,12 @@ def image(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> str:
     return built.stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def dcluster(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """A 3-node Docker cluster (1 worker container per node), removed afterwards."""
-    cfg = tmp_path_factory.mktemp("dcfg")
-    name = f"t{os.getpid()}"
+@contextlib.contextmanager
+def docker_cluster(cfg: Path, name: str, provider: str, nodes: int) -> Iterator[dict]:
+    """``burla up`` of a Docker cluster (``provider``: the cluster.yaml mapping's keys after
+    ``type: docker``; 1 worker container per node): its record, with the CLI's env; then ``down``."""
     spec = cfg / "cluster.yaml"
-    spec.write_text(f"name: {name}\nprovider: {{type: docker}}\nnodes: 3\nworkers_per_node: 1\n")
+    spec.write_text(f"name: {name}\nprovider: {{type: docker{provider}}}\nnodes: {nodes}\nworkers_per_node: 1\n")
     env = cli_env(str(cfg))
     up = burla_cli("up", str(spec), env=env)
     try:
@@ -82,3 +83,10 @@ def dcluster(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         burla.shutdown()
         burla_cli("down", name, env=env)
         assert docker_objects(name) == [], "burla down left Docker objects behind"
+
+
+@pytest.fixture(scope="module")
+def dcluster(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A 3-node Docker cluster (1 worker container per node), removed afterwards."""
+    with docker_cluster(tmp_path_factory.mktemp("dcfg"), f"t{os.getpid()}", "", 3) as record:
+        yield record

@@ -3,7 +3,6 @@ package index (through the host's CA bundle) and a real local wheel (issue 12, i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -17,7 +16,7 @@ from burla.cloud.docker._client import client
 from burla.cloud.docker._environment import container_environments
 from tests.client.test_environment import make_project
 from tests.client_venv import make_client_venv, run_venv_client
-from tests.docker.conftest import burla_cli, cli_env, docker_objects
+from tests.docker.conftest import docker_cluster
 
 
 @pytest.fixture
@@ -121,19 +120,8 @@ def test_a_package_the_nodes_cannot_install_fails_the_job_naming_it(client_venv,
 def wheels_cluster(image, tmp_path):
     """Two Docker nodes that take packages only as wheels from the client (cluster.yaml
     ``packages: client``): their installer containers have no network at all."""
-    name = f"tw{os.getpid()}"
-    spec = tmp_path / "cluster.yaml"
-    spec.write_text(f"name: {name}\nprovider: {{type: docker, packages: client}}\nnodes: 2\nworkers_per_node: 1\n")
-    env = cli_env(str(tmp_path))
-    up = burla_cli("up", str(spec), env=env)
-    try:
-        assert up.returncode == 0, up.stderr
-        record = json.loads((tmp_path / "clusters" / f"{name}.json").read_text())
-        record["env"] = env
+    with docker_cluster(tmp_path, f"tw{os.getpid()}", ", packages: client", 2) as record:
         yield record
-    finally:
-        burla_cli("down", name, env=env)
-        assert docker_objects(name) == [], "burla down left Docker objects behind"
 
 
 def test_nodes_that_reach_no_index_install_the_wheels_the_client_serves(client_venv, wheels_cluster):

@@ -229,14 +229,26 @@ def up_process(tmp_path, spec):
                             stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupting_up_while_it_waits_for_nodes_deletes_everything_it_created(tmp_path, fake, cluster_down, sig):
-    fake.boot = False  # the VMs never register: `burla up` waits (up to 600 s)
-    spec = write_spec(tmp_path, fake, name="g20", nodes=2, placement="vm")
-    cluster_down.append("g20")
+def up_waiting_for_nodes(tmp_path, fake, cluster_down, name):
+    """``burla up`` of a head VM and 2 node VMs that never register: it waits (up to 600 s).
+    Returns it and its spec once the 3 VMs exist; the caller ends it."""
+    fake.boot = False
+    spec = write_spec(tmp_path, fake, name=name, nodes=2, placement="vm")
+    cluster_down.append(name)
     up = up_process(tmp_path, spec)
     try:
-        wait_until(lambda: len(instances(fake, "g20")) == 3 and fake.firewalls, 60, "the head and node VMs")
+        wait_until(lambda: len(instances(fake, name)) == 3 and fake.firewalls, 60, "the head and node VMs")
+    except BaseException:
+        up.kill()
+        up.communicate()
+        raise
+    return up, spec
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_up_while_it_waits_for_nodes_deletes_everything_it_created(tmp_path, fake, cluster_down, sig):
+    up, _ = up_waiting_for_nodes(tmp_path, fake, cluster_down, "g20")
+    try:
         assert (tmp_path / "cfg" / "clusters" / "g20.pending.json").exists()  # recorded before creating
         up.send_signal(sig)
         _, err = up.communicate(timeout=60)
@@ -268,15 +280,9 @@ def test_ctrl_c_while_creates_are_in_flight_leaves_no_vm_behind(tmp_path, fake, 
 
 @pytest.mark.parametrize("how", ["name", "yaml"])
 def test_down_finds_the_vms_of_an_up_that_was_killed(tmp_path, fake, cluster_down, how):
-    fake.boot = False
-    spec = write_spec(tmp_path, fake, name="g22", nodes=2, placement="vm")
-    cluster_down.append("g22")
-    up = up_process(tmp_path, spec)
-    try:
-        wait_until(lambda: len(instances(fake, "g22")) == 3, 60, "the VMs")
-    finally:
-        up.kill()  # SIGKILL: no clean-up of its own
-        up.communicate()
+    up, spec = up_waiting_for_nodes(tmp_path, fake, cluster_down, "g22")
+    up.kill()  # SIGKILL: no clean-up of its own
+    up.communicate()
     if how == "yaml":  # not even the placeholder record: the spec says where to look
         (tmp_path / "cfg" / "clusters" / "g22.pending.json").unlink()
     down = cli(tmp_path, "down", "g22" if how == "name" else str(spec))
@@ -286,12 +292,8 @@ def test_down_finds_the_vms_of_an_up_that_was_killed(tmp_path, fake, cluster_dow
 
 
 def test_status_shows_vms_that_exist_but_never_registered_with_their_age_and_cost(tmp_path, fake, cluster_down):
-    fake.boot = False
-    spec = write_spec(tmp_path, fake, name="g23", nodes=2, placement="vm")
-    cluster_down.append("g23")
-    up = up_process(tmp_path, spec)
+    up, _ = up_waiting_for_nodes(tmp_path, fake, cluster_down, "g23")
     try:
-        wait_until(lambda: len(instances(fake, "g23")) == 3, 60, "the VMs")
         shown = cli(tmp_path, "status", "g23")
         listed = json.loads(cli(tmp_path, "status", "g23", "--json").stdout)
     finally:
