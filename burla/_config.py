@@ -23,6 +23,7 @@ class ClusterRecord(msgspec.Struct, kw_only=True):
     head: str = ""  # host:port for clients
     http: str = ""  # http://host:port
     token: str = ""
+    ca: str = ""  # PEM of the CA whose certificate the head shows (TLS: a cloud cluster's), else ""
     pids: list[int] = msgspec.field(default_factory=list)  # processes on this machine (local heads, nodes)
     extra: dict[str, Any] = msgspec.field(default_factory=dict)  # provider-specific (project, zones...)
 

@@ -10,5 +10,5 @@ nodes its parent holds.
 
 from __future__ import annotations
 
-cluster: tuple[str, str] | None = None  # (head address, token) of the cluster this worker serves
+cluster: tuple[str, str, str] | None = None  # (head address, token, CA PEM or "") of this worker's cluster
 parent_job: str = ""  # the job whose call is running in this process, while one runs

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.request
 from typing import Any
 
 from .._config import ClusterRecord
 from .._retry import retry_sync
+from ..transport._tls import client_context
 
 
 def fetch(record: ClusterRecord, route: str, timeout: float = 2.0) -> Any:
     req = urllib.request.Request(record.http + route, headers={"Authorization": f"Bearer {record.token}"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    with urllib.request.urlopen(req, timeout=timeout, context=_https(record)) as resp:
         return json.loads(resp.read())
+
+
+def _https(record: ClusterRecord) -> ssl.SSLContext | None:
+    """The head's HTTPS, trusted through the cluster's CA alone.  The URL names an address and the
+    certificate ``HEAD_NAME``, so the chain is what is checked: that CA signed one certificate only."""
+    if not record.ca:
+        return None
+    ctx = client_context(record.ca)
+    ctx.check_hostname = False  # (verify_mode stays CERT_REQUIRED)
+    return ctx
 
 
 def responds(record: ClusterRecord) -> bool:

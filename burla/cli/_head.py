@@ -9,9 +9,13 @@ import os
 import secrets
 import signal
 import socket
+import ssl
+import sys
 
 from .. import _loop
+from .._errors import ConfigError
 from ..scheduler import Head
+from ..transport._tls import server_context, server_context_from_files
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,31 +30,45 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--reap-gce", metavar="FILE", help="GCE cluster: delete node VMs that stop heart-beating "
                    "(JSON: project, zones, api_endpoint, cluster, reap_after_s)")
-    p.add_argument("--reap-gce-metadata", action="store_true", help=argparse.SUPPRESS)  # same JSON in $BURLA_GCE
+    p.add_argument("--tls-cert", metavar="FILE", help="serve clients and nodes over TLS with this certificate "
+                   "(PEM; a cloud cluster's, made by `burla up`; or its text in $BURLA_TLS_CERT)")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM; or $BURLA_TLS_KEY)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     token = args.token or os.environ.pop("BURLA_TOKEN", None) or secrets.token_urlsafe(32)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("burla head: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    tls = None
+    env_cert, env_key = os.environ.pop("BURLA_TLS_CERT", ""), os.environ.pop("BURLA_TLS_KEY", "")
+    if args.tls_cert or env_cert:
+        try:
+            tls = (server_context_from_files(args.tls_cert, args.tls_key) if args.tls_cert
+                   else server_context(env_cert, env_key))
+        except ConfigError as e:
+            print(f"burla head: {e}", file=sys.stderr)
+            return 2
     _loop.raise_fd_limit()
-    return int(_loop.run(_serve(args, token)))
+    return int(_loop.run(_serve(args, token, tls)))
 
 
-async def _serve(args: argparse.Namespace, token: str) -> int:
+async def _serve(args: argparse.Namespace, token: str, tls: ssl.SSLContext | None) -> int:
     watcher = None
-    if args.reap_gce or args.reap_gce_metadata:
+    if args.reap_gce:
         from ..cloud.gce._reaper import Reaper
 
-        text = _read(args.reap_gce) if args.reap_gce else os.environ.get("BURLA_GCE", "{}")
-        watcher = Reaper(json.loads(text))
-    head = Head(token, args.name, node_watcher=watcher)
+        watcher = Reaper(json.loads(_read(args.reap_gce)))
+    head = Head(token, args.name, node_watcher=watcher, tls=tls)
     if args.listen_fd is not None:
         listen = socket.socket(fileno=args.listen_fd)
         http = socket.socket(fileno=args.http_fd) if args.http_fd is not None else None
         addr = await head.start_on(listen, http)
     else:
         addr = await head.start(args.host, args.port, args.http_port)
-    ready = {"head": f"{addr.host}:{addr.port}", "http": f"http://{addr.host}:{addr.http_port}"}
+    scheme = "https" if tls else "http"
+    ready = {"head": f"{addr.host}:{addr.port}", "http": f"{scheme}://{addr.host}:{addr.http_port}"}
     if not (args.token or args.listen_fd is not None):
         ready["token"] = token
     print(json.dumps(ready), flush=True)
@@ -60,7 +78,11 @@ async def _serve(args: argparse.Namespace, token: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     if args.lifeline_fd is not None:
         _loop.watch_lifeline(args.lifeline_fd, stop.set)
+    if watcher is not None:
+        watcher.start()
     await stop.wait()
+    if watcher is not None:
+        await watcher.stop()
     await head.stop()
     return 0
 

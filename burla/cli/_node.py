@@ -9,10 +9,12 @@ import signal
 import sys
 
 from .. import _loop
-from .._errors import ClusterUnreachable, ConfigError, ProviderError
+from .._errors import AuthenticationError, ClusterUnreachable, ConfigError, ProviderError
+from ..cloud._recipes import NODE_EXIT_HEAD_GONE
 from ..runtime._launch import Launcher
 from ..runtime._node import NodeConfig, NodeDaemon
 from ..transport._address import parse_address
+from ..transport._tls import read_ca
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--packages-from", choices=("index", "client"), default="index",
                    help="where a job's missing distributions come from: the package index (default), or only "
                         "wheels the client ships (nodes that cannot reach an index)")
+    p.add_argument("--tls-ca", default=None, metavar="FILE",
+                   help="the head speaks TLS: trust this CA certificate (PEM) for it, and only it "
+                        "(or the certificate's text in $BURLA_TLS_CA)")
     p.add_argument("--provider", default="local", help=argparse.SUPPRESS)
     p.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=main)
@@ -58,17 +63,27 @@ def main(args: argparse.Namespace) -> int:
         print("burla node: --worker-runtime container needs --worker-image, --worker-network, --advertise, "
               "--status-dir and --status-volume", file=sys.stderr)
         return 2
+    try:
+        env_ca = os.environ.pop("BURLA_TLS_CA", "")
+        ca = read_ca(args.tls_ca, "--tls-ca") if args.tls_ca else read_ca(env_ca, "$BURLA_TLS_CA") if env_ca else ""
+    except ConfigError as e:
+        print(f"burla node: {e}", file=sys.stderr)
+        return 2
     _loop.raise_fd_limit()
     try:
-        return int(_loop.run(_serve(args, host, port, listen, token)))
-    except (ClusterUnreachable, ProviderError) as e:
+        return int(_loop.run(_serve(args, host, port, listen, token, ca)))
+    except ClusterUnreachable as e:  # past --reconnect-for: this node is done (a VM powers off on it)
+        print(f"burla node: {e}", file=sys.stderr)
+        return NODE_EXIT_HEAD_GONE  # (not 1, a crash: a supervisor need not restart it)
+    except (ProviderError, AuthenticationError) as e:
         print(f"burla node: {e}", file=sys.stderr)
         return 1
 
 
-async def _serve(args: argparse.Namespace, host: str, port: int, worker_listen: tuple[str, int], token: str) -> int:
+async def _serve(args: argparse.Namespace, host: str, port: int, worker_listen: tuple[str, int], token: str,
+                 ca: str) -> int:
     config = NodeConfig(args.workers, args.node_id, args.provider, args.reconnect_for, args.status_dir,
-                        args.idle_shutdown, args.environments, args.packages_from == "client")
+                        args.idle_shutdown, args.environments, args.packages_from == "client", ca)
     launcher: Launcher | None = None
     listen: tuple[str, int] | None = None
     if args.worker_runtime == "container":

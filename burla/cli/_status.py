@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("status", help="show the current cluster")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--ca", action="store_true", help="print the CA certificate of the head's TLS (PEM), for "
+                   "burla.connect(..., ca=...) or BURLA_CA on another machine, or a browser")
     p.set_defaults(func=main)
 
 
@@ -29,6 +31,13 @@ def main(args: argparse.Namespace) -> int:
     record = _config.load_any(args.name) or _config.load_for_command(args.name, "status")
     if record is None:
         return 1
+    if args.ca:
+        if not record.ca:
+            print(f"burla status: cluster {record.name!r} is plaintext (a loopback or Docker head): it has no CA",
+                  file=sys.stderr)
+            return 1
+        print(record.ca, end="")
+        return 0
     answered = True
     try:
         if not record.http:
@@ -51,7 +60,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0 if answered else 1
-    print(f"cluster {out['name']!r}: head {out['head']}  API {out['http']}")
+    print(f"cluster {out['name']!r}: head {out['head']}  API {out['http']}"
+          + ("  (TLS: the cluster's CA, `burla status --ca`)" if record.ca else ""))
     print(f"  {len(out['nodes'])} node(s), {out['workers']} worker(s), {cluster['jobs_running']} job(s) running")
     for n in out["nodes"]:
         print(f"  node {n['node_id']}: {n['cpus']} CPUs, {n['workers']} workers, job {n['job_id'] or '-'}")

@@ -92,5 +92,9 @@ def main(args: argparse.Namespace) -> int:
     path = _config.save_cluster(record)
     print(f"cluster {spec.name!r} is up: head {record.head}, API {record.http}, {spec.nodes} node(s)")
     print(f"dashboard: {record.http}/  (log in with `burla dashboard`, which prints a link carrying the token)")
+    if record.ca:
+        allowed = record.extra.get("allow_from")
+        print("TLS: the head's certificate is signed by the cluster's own CA (`burla status --ca` prints it)"
+              + (f"; clients are admitted from {', '.join(allowed)} (head.allow_from)" if allowed else ""))
     print(f"recorded in {path}; remote_parallel_map now runs there. Stop it with: burla down {spec.name}")
     return 0

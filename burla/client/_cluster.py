@@ -1,7 +1,7 @@
 """Which cluster a call runs on, and the embedded default.
 
-Order: ``burla.connect(address, token=...)``, else ``BURLA_HEAD`` /
-``BURLA_TOKEN``, else the cluster recorded by the last ``burla up``, else
+Order: ``burla.connect(address, token=..., ca=...)``, else ``BURLA_HEAD`` /
+``BURLA_TOKEN`` (/ ``BURLA_CA``), else the cluster recorded by the last ``burla up``, else
 the embedded cluster: a head and one local node with one worker per CPU,
 started on first use as children of this process, reused for the rest of it,
 and stopped at exit (they also die on their own if this process is killed).
@@ -16,31 +16,34 @@ import threading
 from .. import _config, _nested
 from .._errors import AuthenticationError, ClusterUnreachable, ConfigError
 from ..transport._address import parse_address
+from ..transport._tls import read_ca
 from ._session import Session
 
 _lock = threading.Lock()
-_explicit: tuple[str, str] | None = None
+_explicit: tuple[str, str, str] | None = None
 _session: Session | None = None
 _embedded = None  # LocalCluster
 
 
-def connect(address: str, token: str) -> None:
-    """Use the cluster whose head listens at ``address`` ("host:port") from now on."""
+def connect(address: str, token: str, ca: str | None = None) -> None:
+    """Use the cluster whose head listens at ``address`` ("host:port") from now on.
+
+    ``ca``: the head speaks TLS (a cloud cluster's does), and its certificate is
+    this CA's: the CA's PEM text or a file holding it (``burla status --ca``)."""
     global _explicit, _session
     parse_address(address)
     if not token:
         raise ConfigError("burla.connect needs the cluster token (see `burla status` or the BURLA_TOKEN you set)")
+    pem = read_ca(ca, "burla.connect(ca=...)") if ca else ""
     with _lock:
-        _explicit = (address, token)
-        if _session is not None and _session.address != address:
+        _explicit = (address, token, pem)
+        if _session is not None and (_session.address, _session.ca) != (address, pem):
             _session.close()
             _session = None
 
 
-
-
-def _resolve() -> tuple[str, str, str] | None:
-    """(address, token, where the address came from: for error messages)."""
+def _resolve() -> tuple[str, str, str, str] | None:
+    """(address, token, CA or "", where the address came from: for error messages)."""
     if _explicit is not None:
         return (*_explicit, "given to burla.connect()")
     if _nested.cluster is not None:  # inside a worker: a nested call runs on the worker's own cluster
@@ -50,18 +53,20 @@ def _resolve() -> tuple[str, str, str] | None:
         token = os.environ.get("BURLA_TOKEN")
         if not token:
             raise ConfigError("BURLA_HEAD is set but BURLA_TOKEN is not: set both, or call burla.connect()")
-        return env_head, token, "taken from BURLA_HEAD"
+        env_ca = os.environ.get("BURLA_CA")
+        return env_head, token, read_ca(env_ca, "BURLA_CA") if env_ca else "", "taken from BURLA_HEAD"
     record = _config.load_cluster()
     if record is not None:
-        return (record.head, record.token, f"recorded by `burla up` for cluster {record.name!r}; if that cluster "
-                                           f"is gone, `burla down {record.name}` forgets it")
+        return (record.head, record.token, record.ca,
+                f"recorded by `burla up` for cluster {record.name!r}; if that cluster "
+                f"is gone, `burla down {record.name}` forgets it")
     return None
 
 
-def _open(address: str, token: str, source: str) -> Session:
+def _open(address: str, token: str, ca: str, source: str) -> Session:
     host, port = parse_address(address)
     try:
-        return Session(host, port, token)
+        return Session(host, port, token, ca=ca)
     except (ClusterUnreachable, AuthenticationError) as e:  # (ConnectionLost too: a head that stopped answering)
         raise type(e)(f"{e} (the address {address} was {source})") from None
 
@@ -82,7 +87,7 @@ def session() -> Session:
 
                 _embedded = start_local_cluster(name="embedded", attached=True)
                 atexit.register(shutdown)
-            target = (_embedded.record.head, _embedded.record.token, "the embedded cluster's")
+            target = (_embedded.record.head, _embedded.record.token, "", "the embedded cluster's")
         _session = _open(*target)
         return _session
 

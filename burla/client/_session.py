@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import logging
 import queue
+import ssl
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ import msgspec
 from .. import _loop
 from .._errors import ConnectionLost, ProtocolError
 from ..transport import Connection, TransportConfig, connect
+from ..transport._tls import client_context
 from ..transport.messages import (
     INITIAL_INPUT_CREDIT,
     CancelJob,
@@ -219,8 +221,10 @@ class JobChannel:
 
 
 class Session:
-    def __init__(self, host: str, port: int, token: str, transport: TransportConfig = TransportConfig()) -> None:
+    def __init__(self, host: str, port: int, token: str, transport: TransportConfig = TransportConfig(),
+                 ca: str = "") -> None:
         self.address = f"{host}:{port}"
+        self.ca = ca  # the head speaks TLS with a certificate of this CA (PEM), or "" for plaintext
         self.loop = _loop.new_event_loop()
         self.jobs: dict[str, JobChannel] = {}
         self.dead: ConnectionLost | None = None
@@ -233,7 +237,8 @@ class Session:
         self._thread = threading.Thread(target=self.loop.run_forever, name="burla-client", daemon=True)
         self._thread.start()
         try:
-            self.conn = self.call(self._connect(host, port, token, transport), CONNECT_TIMEOUT)
+            tls = client_context(ca) if ca else None
+            self.conn = self.call(self._connect(host, port, token, transport, tls), CONNECT_TIMEOUT)
         except BaseException:
             self.close()
             raise
@@ -268,9 +273,9 @@ class Session:
         if self.running:
             self.loop.call_soon_threadsafe(fn, *args)
 
-    async def _connect(self, host: str, port: int, token: str,
-                       transport: TransportConfig) -> Connection:
-        conn = await connect(host, port, token, transport)
+    async def _connect(self, host: str, port: int, token: str, transport: TransportConfig,
+                       tls: ssl.SSLContext | None) -> Connection:
+        conn = await connect(host, port, token, transport, tls)
         conn.send_nowait(ClientHello())
         welcome = await conn.recv()
         if not isinstance(welcome, Welcome):

@@ -18,9 +18,12 @@ def python_burla(*args: str) -> list[str]:
     return [sys.executable, "-m", "burla", *args]
 
 
+NODE_EXIT_HEAD_GONE = 3  # `burla node`: the head stayed unreachable past --reconnect-for: the node is done
+
+
 def head_args(name: str, *, host: str | None = None, port: int | None = None, http_port: int | None = None,
               listen_fd: int | None = None, http_fd: int | None = None, reap_gce: str | None = None,
-              reap_gce_metadata: bool = False) -> list[str]:
+              tls: tuple[str, str] | None = None) -> list[str]:
     args = ["head", "--name", name]
     if host is not None:
         args += ["--host", host]
@@ -34,14 +37,15 @@ def head_args(name: str, *, host: str | None = None, port: int | None = None, ht
         args += ["--http-fd", str(http_fd)]
     if reap_gce is not None:
         args += ["--reap-gce", reap_gce]
-    if reap_gce_metadata:
-        args.append("--reap-gce-metadata")
+    if tls is not None:  # (certificate file, key file)
+        args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
     return args
 
 
 def node_args(head: str, node_id: str, *, workers: int | None = None, provider: str | None = None,
               reconnect_for: float | None = None, idle_shutdown: float | None = None,
-              status_dir: str | None = None, environments: str | None = None) -> list[str]:
+              status_dir: str | None = None, environments: str | None = None,
+              tls_ca: str | None = None) -> list[str]:
     args = ["node", "--head", head, "--node-id", node_id]
     if provider is not None:
         args += ["--provider", provider]
@@ -53,6 +57,8 @@ def node_args(head: str, node_id: str, *, workers: int | None = None, provider: 
         args += ["--status-dir", status_dir]
     if environments is not None:
         args += ["--environments", environments]
+    if tls_ca is not None:
+        args += ["--tls-ca", tls_ca]
     if workers:
         args += ["--workers", str(workers)]
     return args

@@ -30,7 +30,7 @@ HINTS = {
 }
 _UNKNOWN = re.compile(r"Object contains unknown field `(.+)`")
 _MISSING = re.compile(r"Object missing required field `(.+)`")
-_NAMED = re.compile(r"^([a-z_]+): (.+)$")
+_NAMED = re.compile(r"^([a-z_]+(?:\[\d+\])?): (.+)$")
 
 
 def load_spec(text: str, source: str = "cluster.yaml") -> Any:

@@ -40,6 +40,7 @@ class Launcher(Protocol):
     runtime: str
     default_image: str
     head_address: str  # the cluster's head as this node reaches it: workers' nested calls go there
+    head_ca: str  # ... and the CA of its TLS certificate, if it speaks TLS (PEM; "" for plaintext)
     prepares_environments: bool  # installs a job's requirements for its workers (prepare_environment)
     wheels_only: bool  # ... only from wheels the client ships (no package index reachable)
 
@@ -121,6 +122,7 @@ class ProcessLauncher:
         self.node_address = node_address
         self.token = token
         self.head_address = ""
+        self.head_ca = ""
         self.prepares_environments = environments is not None
         self.wheels_only = wheels_only and environments is not None
         self._environments = (Environments(ProcessInstaller(), environments, wheels_only)
@@ -135,7 +137,8 @@ class ProcessLauncher:
         return self._environments.prepare("", requirements(assign), assign.wheels, progress)
 
     async def start(self, wid: int, status_file: str, image: str, gpus: int = 0) -> WorkerHandle:
-        env = dict(os.environ, BURLA_TOKEN=self.token, PYTHONUNBUFFERED="1", BURLA_CLUSTER_HEAD=self.head_address)
+        env = dict(os.environ, BURLA_TOKEN=self.token, PYTHONUNBUFFERED="1", BURLA_CLUSTER_HEAD=self.head_address,
+                   BURLA_CLUSTER_CA=self.head_ca)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *worker_args(self.node_address, wid, status_file), env=env,
             stdin=asyncio.subprocess.DEVNULL,

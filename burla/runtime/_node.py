@@ -32,6 +32,7 @@ from .._errors import ClusterUnreachable, ConnectionLost, ProtocolError, Provide
 from .._retry import retry
 from .._tasks import TaskRegistry, first_of
 from ..transport import Connection, TransportConfig, connect, serve
+from ..transport._tls import client_context
 from ..transport.messages import (
     AssignJob,
     InputBatchView,
@@ -81,6 +82,7 @@ class NodeConfig:
     idle_shutdown: float = 0.0
     environments: str | None = None
     wheels_only: bool = False  # install only wheels the client ships (no package index reachable)
+    head_ca: str = ""  # the head speaks TLS with a certificate of this CA (PEM): a cloud cluster's
     transport: TransportConfig = TransportConfig()  # noqa: RUF009 (frozen: one shared default is safe)
 
 
@@ -122,6 +124,8 @@ class NodeDaemon:
         self.launcher: Launcher = launcher or ProcessLauncher(f"unix:{self._worker_sock}", token,
                                                                  config.environments, config.wheels_only)
         self.launcher.head_address = f"{head_host}:{head_port}"
+        self.launcher.head_ca = config.head_ca
+        self._head_tls = client_context(config.head_ca) if config.head_ca else None
         self.state = NodeState(self.node_id, self.n_workers, self.launcher.default_image,
                                prepares_environments=self.launcher.prepares_environments)
         self._procs: dict[int, _Proc] = {}
@@ -386,7 +390,7 @@ class NodeDaemon:
     async def _register(self) -> Connection:
         if self.launcher.wheels_only and self._image_dists is None:  # (once: clients diff against it)
             self._image_dists = await asyncio.to_thread(self.launcher.image_distributions)
-        head = await connect(self.head_host, self.head_port, self.token, self.transport)
+        head = await connect(self.head_host, self.head_port, self.token, self.transport, self._head_tls)
         try:
             head.send_nowait(NodeHello(self.node_id, socket.gethostname(), self.cpus, self.ram, self.n_workers,
                                        provider=self.config.provider, runtime=self.launcher.runtime,

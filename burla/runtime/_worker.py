@@ -275,8 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     token = os.environ.pop("BURLA_TOKEN", "")
     head = os.environ.pop("BURLA_CLUSTER_HEAD", "")
+    ca = os.environ.pop("BURLA_CLUSTER_CA", "")
     if head:  # remote_parallel_map inside the function runs on this cluster, as a child of its job
-        _nested.cluster = (head, token)
+        _nested.cluster = (head, token, ca)
     with open(args.status_file, "r+b") as f:
         status = mmap.mmap(f.fileno(), STATUS.size)
     conn = BlockingConnection.connect(args.node, token)

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -68,8 +69,10 @@ class HeadAddress:
 
 class Head:
     def __init__(self, token: str, name: str = "burla", config: HeadConfig = HeadConfig(),
-                 transport: TransportConfig = TransportConfig(), node_watcher: NodeWatcher | None = None):
+                 transport: TransportConfig = TransportConfig(), node_watcher: NodeWatcher | None = None,
+                 tls: ssl.SSLContext | None = None):
         self.token = token
+        self.tls = tls  # a cloud cluster's head: TLS on both ports (transport/_tls.py)
         self.name = name
         self.state = HeadState(config)
         self.transport = transport
@@ -95,7 +98,8 @@ class Head:
     async def start_on(self, listen: socket.socket, http: socket.socket | None) -> HeadAddress:
         """Serve on sockets that are already bound and listening (a parent may
         bind them so that clients can connect before this process is up)."""
-        self._server = await serve(None, None, self.token, self._on_connection, self.transport, sock=listen)
+        self._server = await serve(None, None, self.token, self._on_connection, self.transport, sock=listen,
+                                   tls=self.tls)
         host, port = listen.getsockname()[:2]
         if http is not None:
             self._http_task = asyncio.get_running_loop().create_task(self._start_http(http))
@@ -105,7 +109,7 @@ class Head:
     async def _start_http(self, sock: socket.socket) -> None:
         from ._http import start_http  # aiohttp is slow to import: keep it off the start-up path
 
-        self._http_runner = await start_http(self, self.token, sock)
+        self._http_runner = await start_http(self, self.token, sock, self.tls)
 
     async def stop(self) -> None:
         if self._tick_task:

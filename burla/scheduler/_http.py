@@ -18,6 +18,7 @@ import hmac
 import json
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
@@ -159,7 +160,8 @@ async def _login(request: web.Request) -> web.Response:
         request.app[ATTEMPTS_KEY].failed(_source(request))
         return _login_page(status=401, message="That is not this cluster's token.")
     resp = web.HTTPSeeOther("/")
-    resp.set_cookie(COOKIE, _new_session(token), httponly=True, samesite="Strict", path="/", max_age=SESSION_SECONDS)
+    resp.set_cookie(COOKIE, _new_session(token), httponly=True, samesite="Strict", path="/", max_age=SESSION_SECONDS,
+                    secure=request.secure)  # over HTTPS, a cookie the browser never sends in plaintext
     raise resp
 
 
@@ -272,8 +274,9 @@ async def _streams_end_on_shutdown(app: web.Application) -> AsyncIterator[None]:
     app[CLOSING_KEY].set()
 
 
-async def start_http(head: HeadView, token: str, sock: socket.socket) -> web.AppRunner:
-    """Serve the API and dashboard on ``sock``; ``await runner.cleanup()`` stops it."""
+async def start_http(head: HeadView, token: str, sock: socket.socket,
+                     tls: ssl.SSLContext | None = None) -> web.AppRunner:
+    """Serve the API and dashboard on ``sock`` (HTTPS with ``tls``); ``await runner.cleanup()`` stops it."""
     app = web.Application(middlewares=[_headers, _auth], client_max_size=64 * 1024)
     app[HEAD_KEY] = head
     app[TOKEN_KEY] = token
@@ -296,5 +299,6 @@ async def start_http(head: HeadView, token: str, sock: socket.socket) -> web.App
     r.add_get("/v1/events", _events)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    await web.SockSite(runner, sock, backlog=listen_backlog()).start()  # its default of 128 would re-listen()
+    # (backlog: its default of 128 would re-listen())
+    await web.SockSite(runner, sock, backlog=listen_backlog(), ssl_context=tls).start()
     return runner

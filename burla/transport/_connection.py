@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import weakref
 from collections import deque
 
@@ -29,6 +30,7 @@ from .._errors import AuthenticationError, ClusterUnreachable, ConnectionLost, P
 from . import _auth
 from ._config import TransportConfig
 from ._framing import FrameDecoder, ReceiveBudget, frame_message, frame_parts
+from ._tls import HEAD_NAME
 from .messages import DecodedMessage, Heartbeat, Outgoing, decode, encode, encode_parts
 
 log = logging.getLogger("burla.transport")
@@ -362,7 +364,8 @@ class Connection:
             self._transport.abort()
 
 
-async def _open(loop: asyncio.AbstractEventLoop, host: str, port: int, config: TransportConfig) -> _Protocol:
+async def _open(loop: asyncio.AbstractEventLoop, host: str, port: int, config: TransportConfig,
+                tls: ssl.SSLContext | None) -> _Protocol:
     """TCP to the first address of ``host`` that answers.  The name is resolved
     here, not by ``create_connection``: uvloop's, cancelled by our timeout while
     resolving, leaves a future whose gaierror is "never retrieved" (logged
@@ -372,15 +375,23 @@ async def _open(loop: asyncio.AbstractEventLoop, host: str, port: int, config: T
     for family, _, _, _, addr in infos:
         try:
             ip, ip_port = str(addr[0]), int(addr[1])
-            _, protocol = await loop.create_connection(lambda: _Protocol(config), ip, ip_port, family=family)
+            _, protocol = await loop.create_connection(
+                lambda: _Protocol(config), ip, ip_port, family=family, ssl=tls,
+                server_hostname=HEAD_NAME if tls else None,
+                ssl_handshake_timeout=config.handshake_timeout if tls else None)
             return protocol
+        except ssl.SSLError:
+            raise  # a TLS answer: another address would not change it
         except OSError as e:
             error = e
     raise error
 
 
-async def connect(host: str, port: int, token: str, config: TransportConfig = TransportConfig()) -> Connection:
-    """Open an authenticated connection to a burla server.
+async def connect(host: str, port: int, token: str, config: TransportConfig = TransportConfig(),
+                  tls: ssl.SSLContext | None = None) -> Connection:
+    """Open an authenticated connection to a burla server (over TLS with
+    ``tls``, a ``_tls.client_context``: the server must then show a
+    certificate of that cluster's CA).
 
     Raises ClusterUnreachable if nothing burla answers within
     ``config.handshake_timeout`` or the server closes before its challenge
@@ -391,12 +402,20 @@ async def connect(host: str, port: int, token: str, config: TransportConfig = Tr
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(config.handshake_timeout):
-            protocol = await _open(loop, host, port, config)
+            protocol = await _open(loop, host, port, config, tls)
+    except ssl.SSLCertVerificationError as e:
+        raise AuthenticationError(
+            f"the server at {where} is not this cluster's head: its TLS certificate is not one of the cluster's "
+            f"CA ({e.verify_message}); check the address, or take the CA again from `burla status --ca`") from None
+    except ssl.SSLError as e:
+        raise ClusterUnreachable(f"{where} does not speak TLS ({e.reason}): a head on loopback or Docker is "
+                                 "plaintext, connect to it without a CA") from None
     except socket.gaierror as e:
         raise ClusterUnreachable(f"cannot resolve {host!r}, the burla head's host: {e}") from None
     except (OSError, TimeoutError) as e:
         raise ClusterUnreachable(f"no burla head reachable at {where}: {str(e) or 'timed out'}") from None
     answered = False
+    hint = "" if tls else "; a cloud cluster's head speaks TLS only: connect with its CA (burla.connect(..., ca=...))"
     try:
         async with asyncio.timeout(config.handshake_timeout):
             challenge = await protocol.read_exactly(_auth.CHALLENGE_LEN)
@@ -413,13 +432,13 @@ async def connect(host: str, port: int, token: str, config: TransportConfig = Tr
         protocol.transport.abort()  # type: ignore[union-attr]  # set in connection_made, before any data
         if not answered:
             raise ClusterUnreachable(f"{where} closed the connection before its handshake "
-                                     "(overloaded or restarting?)") from None
+                                     f"(overloaded or restarting?{hint})") from None
         raise AuthenticationError(
             f"the burla head at {where} rejected our token: check BURLA_TOKEN / burla.connect(token=...)"
         ) from None
     except TimeoutError:
         protocol.transport.abort()  # type: ignore[union-attr]  # set in connection_made, before any data
-        raise ClusterUnreachable(f"handshake with {where} timed out") from None
+        raise ClusterUnreachable(f"handshake with {where} timed out (overloaded?{hint})") from None
     except BaseException:
         protocol.transport.abort()  # type: ignore[union-attr]  # set in connection_made, before any data
         raise

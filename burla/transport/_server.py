@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .._errors import ConnectionLost, ProtocolError
 from . import _auth
@@ -155,16 +157,21 @@ class _ServerProtocol(_Protocol):
 
 async def serve(host: str | None, port: int | None, token: str, handler: Handler,
                 config: TransportConfig = TransportConfig(), sock: socket.socket | None = None,
-                budget: ReceiveBudget | None = None) -> asyncio.Server:
+                budget: ReceiveBudget | None = None, tls: ssl.SSLContext | None = None) -> asyncio.Server:
     """Listen; authenticate each peer, then run ``handler(conn)`` until it returns.
 
     A peer that fails the handshake is closed before any of its bytes are
     decoded.  ``handler`` errors are logged and close that one connection;
     the server keeps serving the others.  Large messages arriving on all its
     connections share ``budget`` (default: ``config.receive_budget`` bytes).
+    With ``tls`` (a ``_tls.server_context``) every peer first completes TLS,
+    within ``config.handshake_timeout``, and the token handshake runs inside it.
     """
     loop = asyncio.get_running_loop()
     gate = _Gate(token, handler, config, budget)
+    kw: dict[str, Any] = {"backlog": listen_backlog()}
+    if tls is not None:
+        kw.update(ssl=tls, ssl_handshake_timeout=config.handshake_timeout)
     if sock is not None:  # bound elsewhere; asyncio would listen() on it again with its default of 100
-        return await loop.create_server(lambda: _ServerProtocol(gate), sock=sock, backlog=listen_backlog())
-    return await loop.create_server(lambda: _ServerProtocol(gate), host, port or 0, backlog=listen_backlog())
+        return await loop.create_server(lambda: _ServerProtocol(gate), sock=sock, **kw)
+    return await loop.create_server(lambda: _ServerProtocol(gate), host, port or 0, **kw)

@@ -9,11 +9,13 @@ resource, 403 for a project in ``forbidden_projects``, an operation failing
 with ZONE_RESOURCE_POOL_EXHAUSTED in an ``exhausted_zones`` zone, and with
 QUOTA_EXCEEDED for ``quota_projects``.
 
-"Booting" an instance runs the command on the line after its startup
-script's ``# burla-node-start`` / ``# burla-head-start`` marker as a local
-process (``/opt/burla/bin/burla`` becomes this Python's ``-m burla``), with
-the metadata's token in its environment.  When that process exits the
-instance is TERMINATED, as a VM that ran ``shutdown -h now``.
+"Booting" an instance runs its startup script's systemd unit's ``ExecStart``
+as a local process (``/opt/burla/bin/burla`` becomes this Python's ``-m
+burla``, ``/run/burla`` a folder of the test's), after writing the files and
+the environment the script's ``md KEY > /run/burla/FILE`` and ``printf
+'VAR=%s\n' "$(md KEY)"`` lines take from the instance's metadata.  When that
+process exits the instance is TERMINATED, as a VM that powered off.  (The
+VM-container tests run the scripts themselves, under systemd.)
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 _PATH = re.compile(r"^/compute/v1/projects/(?P<project>[^/]+)/(?:zones/(?P<zone>[^/]+)|global)/"
                    r"(?P<kind>instances|firewalls|operations)(?:/(?P<name>[^/]+))?(?:/(?P<verb>wait))?$")
 
+_IAM_PATH = re.compile(r"^/(?:iam/v1/projects/(?P<project>[^/:]+)/(?P<kind>serviceAccounts|roles)(?:/(?P<name>[^/]+))?"
+                       r"|crm/v1/projects/(?P<p2>[^/:]+):(?P<verb>getIamPolicy|setIamPolicy))$")
+
 
 class FakeCompute:
-    def __init__(self, page_size: int = 2):
+    def __init__(self, page_size: int = 2, host: str = "127.0.0.1", vms: Any = None):
         self.page_size = page_size
+        self.vms = vms  # a vms.VmHost: instances boot as VM containers, not local processes
         self.instances: dict[tuple[str, str, str], dict[str, Any]] = {}  # (project, zone, name)
         self.firewalls: dict[tuple[str, str], dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
@@ -48,14 +54,22 @@ class FakeCompute:
         self.forbidden_projects: set[str] = set()
         self.quota_projects: set[str] = set()
         self.requests: list[tuple[str, str]] = []
+        self.inserted: list[dict[str, Any]] = []  # every insert's body, kept after a delete
+        self.deleted: dict[str, str] = {}  # instance name -> its status when it was deleted
         self.boot = True  # False: instances run no daemon (VMs that never register)
         self.insert_gate: threading.Event | None = None  # set: instance inserts wait for it (a slow API)
         self.inserts_held = 0  # inserts waiting on the gate now
+        self.service_accounts: dict[str, dict[str, Any]] = {}  # email -> account
+        self.roles: dict[str, dict[str, Any]] = {}  # projects/P/roles/ID -> role
+        self.policies: dict[str, dict[str, Any]] = {}  # project -> IAM policy
+        self.iam_forbidden: set[str] = set()  # projects where IAM calls are denied
+        self.account_lag = 0  # inserts naming a just-made account that fail as "not found" first
+        self._unseen: dict[str, int] = {}  # email -> inserts still to refuse
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer((host, 0), self._handler())
         self._server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.endpoint = f"http://{host}:{self._server.server_address[1]}"
         self._threads = [threading.Thread(target=self._server.serve_forever, daemon=True),
                          threading.Thread(target=self._watch, daemon=True)]
         self._stop = threading.Event()
@@ -74,29 +88,42 @@ class FakeCompute:
     def _boot(self, key: tuple[str, str, str], inst: dict[str, Any]) -> None:
         items = {i["key"]: i["value"] for i in inst.get("metadata", {}).get("items", [])}
         script = items.get("startup-script", "")
-        lines = script.splitlines()
-        marker = next((i for i, line in enumerate(lines) if line.strip() in ("# burla-node-start", "# burla-head-start")), None)
-        if marker is None or not self.boot:
+        if not self.boot or not re.search(r"^# burla-(node|head)-start$", script, re.M):
             return
-        argv = shlex.split(lines[marker + 1])
-        env = dict(os.environ, PYTHONPATH=ROOT, BURLA_TOKEN=items.get("burla-token", ""),
-                   BURLA_GCE=items.get("burla-gce", "{}"))
-        while "=" in argv[0]:  # leading VAR=value assignments
-            argv.pop(0)
-        argv = [a.replace("$(hostname)", inst["name"]) for a in argv[1:]]
+        run = os.path.join(os.environ.get("FAKE_GCE_LOGS", "/tmp"), f"fake-gce-{inst['name']}-run")
+        os.makedirs(run, mode=0o700, exist_ok=True)
+        for m in re.finditer(r"^md ([\w-]+) > /run/burla/([\w.]+)$", script, re.M):  # secrets, as the script
+            with open(os.path.join(run, m[2]), "w") as f:
+                f.write(items.get(m[1], ""))
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        for m in re.finditer(r"^printf '([A-Z_]+)=%s\\n' \"\$\(md ([\w-]+)\)\" > /run/burla/env$", script, re.M):
+            env[m[1]] = items.get(m[2], "")
+        start = re.search(r"^ExecStart=/opt/burla/bin/burla (.*)$", script, re.M)
+        assert start, "a startup script without its unit's ExecStart"
+        argv = [a.replace("/run/burla", run).replace("%H", inst["name"]) for a in shlex.split(start[1])]
         path = os.path.join(os.environ.get("FAKE_GCE_LOGS", "/tmp"), f"fake-gce-{inst['name']}.log")
         with open(path, "ab") as log:
             self.procs[key] = subprocess.Popen([sys.executable, "-m", "burla", *argv], env=env, stdout=log,
                                                stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, cwd="/")
 
     def _kill(self, key: tuple[str, str, str]) -> None:
+        if self.vms is not None:
+            self.vms.remove(key[2])
         proc = self.procs.pop(key, None)
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
     def _watch(self) -> None:
-        while not self._stop.wait(0.1):
+        while not self._stop.wait(0.1 if self.vms is None else 0.5):
+            if self.vms is not None:
+                with self._lock:
+                    running = [k for k, v in self.instances.items() if v["status"] == "RUNNING"]
+                for key in running:
+                    if not self.vms.running(key[2]):  # the VM powered itself off
+                        with self._lock:
+                            if key in self.instances:
+                                self.instances[key]["status"] = "TERMINATED"
             with self._lock:
                 for key, proc in list(self.procs.items()):
                     if proc.poll() is not None and key in self.instances:
@@ -147,9 +174,17 @@ class FakeCompute:
             def do_DELETE(self) -> None:
                 self._dispatch("DELETE")
 
+            def do_PATCH(self) -> None:
+                self._dispatch("PATCH")
+
             def _dispatch(self, method: str) -> None:
                 url = urlparse(self.path)
                 fake.requests.append((method, url.path))
+                if m := _IAM_PATH.match(url.path):
+                    body = self._body() if method in ("POST", "PATCH") else {}
+                    with fake._lock:
+                        status, reply = fake._iam(method, m.groupdict(), body)
+                    return self._reply(status, reply)
                 m = _PATH.match(url.path)
                 if not m:
                     return self._reply(404, _error(404, f"no route {url.path}"))
@@ -188,14 +223,18 @@ class FakeCompute:
         if method == "DELETE":
             if (*scope, name) not in store:
                 return 404, _error(404, f"The resource '{name}' was not found")
-            del store[(*scope, name)]
+            gone = store.pop((*scope, name))
             if kind == "instances":
+                self.deleted[name] = gone["status"]
                 self._kill((project, zone, name))
             return 200, self._operation(project, zone, "delete", name)
         # insert
+        self.inserted.append(body)
         key = (*scope, body["name"])
         if key in store:
             return 409, _error(409, f"The resource '{body['name']}' already exists", "alreadyExists")
+        if kind == "instances" and (refused := self._account_refused(project, body)):
+            return 400, _error(400, refused, "invalid")
         if kind == "instances" and zone in self.exhausted_zones:
             return 200, self._operation(project, zone, "insert", body["name"], "ZONE_RESOURCE_POOL_EXHAUSTED",
                                         f"The zone '{zone}' does not have enough resources available")
@@ -204,14 +243,81 @@ class FakeCompute:
                                         "Quota 'CPUS' exceeded. Limit: 8.0 in region us-central1.")
         item = dict(body, id=str(next(self._ids)), status="RUNNING" if kind == "instances" else None)
         if kind == "instances":
-            item["networkInterfaces"] = [dict(nic, networkIP="127.0.0.1", accessConfigs=[
-                dict(ac, natIP="127.0.0.1") for ac in nic.get("accessConfigs", [])]) for nic in body.get("networkInterfaces", [])]
+            address = "127.0.0.1"
+            if self.vms is not None and self.boot:  # a VM container, booting its startup script
+                address = self.vms.start(body["name"], {i["key"]: i["value"]
+                                                        for i in body.get("metadata", {}).get("items", [])})
+            item["networkInterfaces"] = [dict(nic, networkIP=address, accessConfigs=[
+                dict(ac, natIP=address) for ac in nic.get("accessConfigs", [])]) for nic in body.get("networkInterfaces", [])]
             item["zone"] = f"projects/{project}/zones/{zone}"
             item["creationTimestamp"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
         store[key] = item
-        if kind == "instances":
+        if kind == "instances" and self.vms is None:
             self._boot(key, item)  # type: ignore[arg-type]
         return 200, self._operation(project, zone, "insert", body["name"])
+
+    def _account_refused(self, project: str, body: dict[str, Any]) -> str:
+        for sa in body.get("serviceAccounts", []):
+            email = sa.get("email", "")
+            if email not in self.service_accounts or self._unseen.get(email, 0) > 0:
+                if email in self._unseen:
+                    self._unseen[email] -= 1
+                return (f"Invalid value for field 'resource.serviceAccounts[0].email': '{email}'. "
+                        f"The resource 'projects/{project}/serviceAccounts/{email}' was not found")
+        return ""
+
+    # --- IAM and Resource Manager --------------------------------------------------------
+
+    def add_service_account(self, project: str, account_id: str) -> str:
+        email = f"{account_id}@{project}.iam.gserviceaccount.com"
+        self.service_accounts[email] = {"name": f"projects/{project}/serviceAccounts/{email}", "email": email,
+                                        "projectId": project}
+        return email
+
+    def _iam(self, method: str, p: dict[str, Any], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        project, kind, name = p["project"] or p["p2"], p["kind"] or p["verb"], p["name"]
+        if project in self.iam_forbidden:
+            return 403, _error(403, f"Permission 'iam.{kind}.create' denied on resource 'projects/{project}'",
+                               "forbidden")
+        if kind == "serviceAccounts":
+            if method == "GET":
+                sa = self.service_accounts.get(name or "")
+                return (200, sa) if sa else (404, _error(404, f"Unknown service account {name}"))
+            email = f"{body['accountId']}@{project}.iam.gserviceaccount.com"
+            if email in self.service_accounts:
+                return 409, _error(409, f"Service account {body['accountId']} already exists", "alreadyExists")
+            self._unseen[email] = self.account_lag
+            return 200, self.add_service_account(project, body["accountId"])
+        if kind == "roles":
+            rid = f"projects/{project}/roles/{name or body.get('roleId')}"
+            if method == "GET":
+                role = self.roles.get(rid)
+                return (200, role) if role else (404, _error(404, f"Role {rid} not found"))
+            if method == "POST":
+                if rid in self.roles:
+                    return 409, _error(409, f"Role {rid} already exists", "alreadyExists")
+                self.roles[rid] = dict(body["role"], name=rid)
+            elif rid not in self.roles:
+                return 404, _error(404, f"Role {rid} not found")
+            else:
+                self.roles[rid] = dict(self.roles[rid], **body, name=rid)
+            return 200, self.roles[rid]
+        policy = self.policies.setdefault(project, {"version": 1, "etag": "e0", "bindings": []})
+        if kind == "getIamPolicy":
+            return 200, json.loads(json.dumps(policy))
+        new = body["policy"]
+        if new.get("etag") != policy["etag"]:
+            return 409, _error(409, "There were concurrent policy changes", "aborted")
+        for b in new.get("bindings", []):
+            if b["role"].startswith("projects/") and b["role"] not in self.roles:
+                return 400, _error(400, f"Role {b['role']} does not exist", "badRequest")
+        self.policies[project] = dict(new, etag=f"e{int(policy['etag'][1:]) + 1}")
+        return 200, self.policies[project]
+
+    def bound(self, project: str, role: str) -> list[str]:
+        """The members the project's IAM policy binds to ``role``."""
+        bindings = self.policies.get(project, {}).get("bindings", [])
+        return [m for b in bindings if b["role"] == role for m in b["members"]]
 
     def _list(self, store: dict[Any, dict[str, Any]], scope: tuple[str, ...], query: dict[str, list[str]]) -> dict[str, Any]:
         items = [v for k, v in sorted(store.items()) if k[: len(scope)] == scope]

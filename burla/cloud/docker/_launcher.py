@@ -101,6 +101,7 @@ class ContainerLauncher:
         self.name_prefix = name_prefix
         self.ram_bytes = ram_bytes
         self.head_address = ""
+        self.head_ca = ""
         # Environments on the status volume: mounted at status_dir in the node and its workers alike.
         self.wheels_only = wheels_only
         self.environments = container_environments(self.docker, os.path.join(status_dir, "env"),
@@ -128,7 +129,8 @@ class ContainerLauncher:
         name = f"{self.name_prefix}-w{wid}"
         with translated(f"worker image {image!r} on this node"):
             self.docker.images.get(image)  # never let run() try a pull: no registry
-        env = {"BURLA_TOKEN": self.token, "PYTHONUNBUFFERED": "1", "BURLA_CLUSTER_HEAD": self.head_address}
+        env = {"BURLA_TOKEN": self.token, "PYTHONUNBUFFERED": "1", "BURLA_CLUSTER_HEAD": self.head_address,
+               "BURLA_CLUSTER_CA": self.head_ca}
         if image != self.default_image:  # a user's image: run burla's worker from the shared bundle
             env["PYTHONPATH"] = self.bundle
         with translated(f"starting worker container {name} from {image}"):

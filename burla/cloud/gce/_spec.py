@@ -6,6 +6,7 @@ Every error names the key path (``provider.zones[1]``) and the fix (see
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
 import msgspec
@@ -34,13 +35,17 @@ HINTS = {
     "disk_gb": "an integer from 10 to 65536, e.g. disk_gb: 20",
     "spot": "true or false, e.g. spot: true",
     "tags": "a list of lowercase network tags, e.g. tags: [burla]",
-    "service_account": "write e.g. service_account: burla@my-project-123.iam.gserviceaccount.com",
     "idle_timeout_s": "seconds from 1 to 604800, e.g. idle_timeout_s: 600",
     "reap_after_s": "seconds from 1 to 86400, e.g. reap_after_s: 60",
     "head": "write e.g. head: {placement: vm, machine_type: e2-small}",
     "head.placement": "use placement: vm (or local)",
     "head.machine_type": "write e.g. machine_type: e2-small",
     "head.port": "a TCP port from 1 to 65535, e.g. port: 7000",
+    "worker_image": ("not on gce: workers run in the node VM's own Python, where each job's missing "
+                     "distributions are installed (for workers in a container image, use provider: {type: docker})"),
+    "service_account": "it moved to head: {service_account: EMAIL}; node VMs get no service account",
+    "head.allow_from": "a list of the CIDRs clients connect from, e.g. allow_from: [203.0.113.7/32]",
+    "head.service_account": "write e.g. service_account: burla-head@my-project-123.iam.gserviceaccount.com",
 }
 
 
@@ -61,7 +66,18 @@ class GceHeadSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     placement: Literal["vm", "local"] = "vm"
     machine_type: MachineType = "e2-small"
     advertise: NonEmpty | None = None
-    port: Port = 7000
+    port: Port = 7000  # clients and nodes (TLS); the dashboard and JSON API on port + 1 (HTTPS)
+    # The head VM's identity: its reaper deletes node VMs (roles: README, "Google Cloud")
+    service_account: Annotated[str, msgspec.Meta(pattern=r".+@.+")] | None = None
+    # Where clients may reach a head VM from (its firewall rule); default: this machine's public address
+    allow_from: Annotated[list[NonEmpty], msgspec.Meta(min_length=1)] | None = None
+
+    def __post_init__(self) -> None:
+        for i, cidr in enumerate(self.allow_from or ()):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"allow_from[{i}]: {cidr!r} is not a CIDR") from None
 
 
 class GceSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -73,10 +89,8 @@ class GceSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     disk_gb: Annotated[int, msgspec.Meta(ge=10, le=65536)] = 20
     spot: bool = False
     image: NonEmpty = DEFAULT_IMAGE
-    worker_image: NonEmpty | None = None
     network: NonEmpty = "default"
     tags: tuple[Tag, ...] = ()
-    service_account: Annotated[str, msgspec.Meta(pattern=r".+@.+")] | None = None
     idle_timeout_s: Annotated[int, msgspec.Meta(ge=1, le=7 * 86400)] = 600
     reap_after_s: Annotated[int, msgspec.Meta(ge=1, le=86400)] = 60  # a node silent this long has its VM deleted
     head: GceHeadSpec = GceHeadSpec()
