@@ -37,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def main(args: argparse.Namespace) -> int:
-    token = args.token or os.environ.pop("BURLA_TOKEN", None) or secrets.token_urlsafe(32)
+    given = args.token or os.environ.pop("BURLA_TOKEN", None)
+    token = given or secrets.token_urlsafe(32)
     if bool(args.tls_cert) != bool(args.tls_key):
         print("burla head: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
@@ -51,10 +52,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"burla head: {e}", file=sys.stderr)
             return 2
     _loop.raise_fd_limit()
-    return int(_loop.run(_serve(args, token, tls)))
+    return int(_loop.run(_serve(args, token, tls, announce_token=not given)))
 
 
-async def _serve(args: argparse.Namespace, token: str, tls: ssl.SSLContext | None) -> int:
+async def _serve(args: argparse.Namespace, token: str, tls: ssl.SSLContext | None, announce_token: bool) -> int:
     watcher = None
     if args.reap_gce:
         from ..cloud.gce._reaper import Reaper
@@ -69,7 +70,7 @@ async def _serve(args: argparse.Namespace, token: str, tls: ssl.SSLContext | Non
         addr = await head.start(args.host, args.port, args.http_port)
     scheme = "https" if tls else "http"
     ready = {"head": f"{addr.host}:{addr.port}", "http": f"{scheme}://{addr.host}:{addr.http_port}"}
-    if not (args.token or args.listen_fd is not None):
+    if announce_token and args.listen_fd is None:  # one it made: never echo a given token into a log
         ready["token"] = token
     print(json.dumps(ready), flush=True)
     stop = asyncio.Event()

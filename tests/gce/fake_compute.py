@@ -12,8 +12,9 @@ QUOTA_EXCEEDED for ``quota_projects``.
 "Booting" an instance runs its startup script's systemd unit's ``ExecStart``
 as a local process (``/opt/burla/bin/burla`` becomes this Python's ``-m
 burla``, ``/run/burla`` a folder of the test's), after writing the files and
-the environment the script's ``md KEY > /run/burla/FILE`` and ``printf
-'VAR=%s\n' "$(md KEY)"`` lines take from the instance's metadata.  When that
+the environment the script's ``md KEY > /run/burla/FILE``, ``VAR="$(md KEY)"``
+and ``printf 'NAME=%s\n' "$VAR" > /run/burla/env`` lines take from the
+instance's metadata.  When that
 process exits the instance is TERMINATED, as a VM that powered off.  (The
 VM-container tests run the scripts themselves, under systemd.)
 """
@@ -96,8 +97,9 @@ class FakeCompute:
             with open(os.path.join(run, m[2]), "w") as f:
                 f.write(items.get(m[1], ""))
         env = dict(os.environ, PYTHONPATH=ROOT)
-        for m in re.finditer(r"^printf '([A-Z_]+)=%s\\n' \"\$\(md ([\w-]+)\)\" > /run/burla/env$", script, re.M):
-            env[m[1]] = items.get(m[2], "")
+        assigned = {m[1]: items.get(m[2], "") for m in re.finditer(r'^([A-Z_]+)="\$\(md ([\w-]+)\)"$', script, re.M)}
+        for m in re.finditer(r"^printf '([A-Z_]+)=%s\\n' \"\$([A-Z_]+)\" > /run/burla/env$", script, re.M):
+            env[m[1]] = assigned.get(m[2], "")
         start = re.search(r"^ExecStart=/opt/burla/bin/burla (.*)$", script, re.M)
         assert start, "a startup script without its unit's ExecStart"
         argv = [a.replace("/run/burla", run).replace("%H", inst["name"]) for a in shlex.split(start[1])]

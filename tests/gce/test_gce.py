@@ -374,7 +374,7 @@ def test_startup_scripts_install_once_and_run_the_daemon_as_a_restarting_systemd
     assert service["ExecStart"].startswith(f"/opt/burla/bin/burla {role} ")
     assert f"systemctl restart burla-{role}.service" in script
     assert f'!= "{burla.__version__}" ]; then' in script and f'echo "{burla.__version__}" > /opt/burla/.installed' in script
-    assert "PRIVATE KEY" not in script and "$(md burla-token)" in script  # secrets come from metadata
+    assert "PRIVATE KEY" not in script and "TOKEN=\"$(md burla-token)\"" in script  # secrets come from metadata
     if role == "node":
         assert "%H" in service["ExecStart"] and "--tls-ca /run/burla/ca.pem" in service["ExecStart"]
         assert service["RestartPreventExitStatus"] == "3" and "systemctl --no-block poweroff" in service["ExecStopPost"]

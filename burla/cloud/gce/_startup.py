@@ -38,6 +38,7 @@ set -eu
 md() {{ curl -fs -H 'Metadata-Flavor: Google' \\
   "http://metadata.google.internal/computeMetadata/v1/instance/attributes/$1"; }}
 if [ "$(cat /opt/burla/.installed 2>/dev/null)" != "{version}" ]; then  # first boot, or an interrupted one
+  echo "burla: installing burla {version}"
   apt-get update -qq
   apt-get install -y -qq python3-venv >/dev/null
   rm -rf /opt/burla
@@ -45,12 +46,13 @@ if [ "$(cat /opt/burla/.installed 2>/dev/null)" != "{version}" ]; then  # first 
   WHEEL="/tmp/$(md burla-wheel-name)"
   md burla-wheel | base64 -d | python3 -c \\
     'import lzma, sys; sys.stdout.buffer.write(lzma.decompress(sys.stdin.buffer.read()))' > "$WHEEL"
-  /opt/burla/bin/pip install -q "$WHEEL"
+  /opt/burla/bin/pip install -q "$WHEEL{extras}"
   echo "{version}" > /opt/burla/.installed
 fi
 install -d -m 0700 {run}
 umask 077
-printf 'BURLA_TOKEN=%s\\n' "$(md burla-token)" > {run}/env
+TOKEN="$(md burla-token)"
+printf 'BURLA_TOKEN=%s\\n' "$TOKEN" > {run}/env
 """
 _UNIT = """cat > /etc/systemd/system/burla-{role}.service <<'UNIT'
 [Unit]
@@ -87,7 +89,7 @@ def _command(args: list[str]) -> str:
 def node_script(cluster: str, head: str, workers: int | None, idle_timeout_s: int) -> str:
     args = node_args(head, "%H", workers=workers, provider="gce", reconnect_for=300,
                      idle_shutdown=idle_timeout_s, environments=NODE_ENVIRONMENTS, tls_ca=f"{RUN}/ca.pem")
-    return (_PREAMBLE.format(role="node", cluster=cluster, version=__version__, run=RUN)
+    return (_PREAMBLE.format(role="node", cluster=cluster, version=__version__, run=RUN, extras="")
             + f"md burla-ca > {RUN}/ca.pem\n"
             + "# burla-node-start\n"
             + _UNIT.format(role="node", cluster=cluster, run=RUN, exec_start=_command(args),
@@ -98,7 +100,8 @@ def node_script(cluster: str, head: str, workers: int | None, idle_timeout_s: in
 def head_script(cluster: str, port: int) -> str:
     args = head_args(cluster, host="0.0.0.0", port=port, http_port=port + 1, reap_gce=f"{RUN}/gce.json",
                      tls=(f"{RUN}/head.crt", f"{RUN}/head.key"))
-    return (_PREAMBLE.format(role="head", cluster=cluster, version=__version__, run=RUN)
+    return (_PREAMBLE.format(role="head", cluster=cluster, version=__version__, run=RUN,
+                             extras="[gce]")  # its reaper calls Compute Engine
             + f"md burla-gce > {RUN}/gce.json\nmd burla-tls-cert > {RUN}/head.crt\n"
             + f"md burla-tls-key > {RUN}/head.key\n"
             + "# burla-head-start\n"
