@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
@@ -19,10 +18,8 @@ import pytest
 import burla
 from burla import remote_parallel_map as rpm
 
-from ..conftest import ROOT
 from .fake_compute import FakeCompute
-
-PROJECT = "burla-test-1"
+from .test_gce import PROJECT, cli, record
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("BURLA_REQUIRE_DOCKER") and (shutil.which("docker") is None or subprocess.run(
@@ -51,14 +48,6 @@ def fake(tmp_path, vms):
     f = FakeCompute(host=vms.gateway, vms=vms)
     yield f
     f.close()
-
-
-def cli(tmp_path, *args, timeout=120):
-    env = dict(os.environ, PYTHONPATH=ROOT, BURLA_CONFIG_DIR=str(tmp_path / "cfg"))
-    env.pop("BURLA_HEAD", None)
-    env.pop("BURLA_TOKEN", None)
-    return subprocess.run([sys.executable, "-m", "burla", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def square(x):
@@ -92,7 +81,7 @@ def test_startup_scripts_boot_debian_vms_into_a_cluster_that_runs_a_job(tmp_path
             log = vms.sh(vm, "cat /var/log/startup-script.log")[1]
             start, end = (float(x) for x in re.findall(r"startup-script: (?:start|exit status 0) (\S+)", log))
             print(f"boot: {vm} startup script (apt, venv, wheel and its dependencies from PyPI) {end - start:.0f} s")
-        rec = _record(tmp_path, name)
+        rec = record(tmp_path, name)
         burla.connect(rec["head"], rec["token"], ca=rec["ca"])
         assert rpm(square, range(40), spinner=False) == [x * x for x in range(40)]
 
@@ -115,8 +104,3 @@ def test_startup_scripts_boot_debian_vms_into_a_cluster_that_runs_a_job(tmp_path
         all=True, filters={"label": f"burla-test-gce-vm={vms.name}"})
     assert fake.instances == {} and fake.firewalls == {}
 
-
-def _record(tmp_path, name):
-    import json
-
-    return json.loads((tmp_path / "cfg" / "clusters" / f"{name}.json").read_text())
