@@ -138,6 +138,37 @@ class FakeCompute:
             self.instances.pop((project, zone, name), None)
             self._kill((project, zone, name))
 
+    def preempt(self, project: str, zone: str, name: str, grace_s: float = 30.0) -> None:
+        """Compute Engine reclaims a spot VM: a preemption operation, an ACPI power-off (the
+        guest's systemd stops its units; ``grace_s`` later the VM is off, 30 s on GCE), then what
+        the instance's ``scheduling.instanceTerminationAction`` says: DELETE removes the
+        instance, STOP leaves it TERMINATED."""
+        key = (project, zone, name)
+        with self._lock:
+            inst = self.instances[key]
+            scheduling = inst.get("scheduling", {})
+            assert scheduling.get("provisioningModel") == "SPOT", f"{name} is not a spot VM: GCE would not preempt it"
+            op = self._operation(project, zone, "compute.instances.preempted", name)
+            op.update(status="DONE", progress=100, statusMessage="Instance was preempted.",
+                      targetLink=inst.get("selfLink", name))
+            self.operations[op["name"]] = op
+        if self.vms is not None:
+            self.vms.power_off(name, grace_s)
+        elif (proc := self.procs.get(key)) is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        with self._lock:
+            if scheduling.get("instanceTerminationAction") == "DELETE":
+                self.deleted[name] = "PREEMPTED"
+                self.instances.pop(key, None)
+                self._kill(key)
+            elif key in self.instances:
+                self.instances[key]["status"] = "TERMINATED"
+
     def freeze(self, project: str, zone: str, name: str) -> None:
         """The VM hangs: its daemon stops heart-beating but the instance stays RUNNING."""
         proc = self.procs[(project, zone, name)]
@@ -209,6 +240,9 @@ class FakeCompute:
 
     def _route(self, method: str, p: dict[str, Any], query: dict[str, list[str]], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         project, zone, kind, name = p["project"], p["zone"], p["kind"], p["name"]
+        if kind == "operations" and not name:
+            return 200, self._list({(o.get("zone", "").rsplit("/", 1)[-1], n): o for n, o in self.operations.items()},
+                                   (zone,), query)
         if kind == "operations":  # operations finish when first polled: clients must wait on them
             op = self.operations.get(name)
             if op is None:
@@ -328,6 +362,8 @@ class FakeCompute:
             items = [i for i in items if i.get("labels", {}).get(m[1]) == m[2]]
         elif m := re.match(r'name\s*=\s*"?([^"*]*)\*?"?', flt):
             items = [i for i in items if i["name"].startswith(m[1])]
+        elif m := re.match(r'(\w+)\s*=\s*"?([^"]*)"?', flt):
+            items = [i for i in items if str(i.get(m[1])) == m[2]]
         start = int(query.get("pageToken", ["0"])[0])
         size = int(query.get("maxResults", [str(self.page_size)])[0])
         page = {"items": items[start : start + size]}

@@ -284,6 +284,36 @@ def test_vanished_node_vm_inputs_rerun_elsewhere(tmp_path, fake, cluster_down):
     assert sorted(got) == list(range(60))
 
 
+@pytest.mark.parametrize("action", ["DELETE", "STOP"])
+def test_preempted_spot_node_inputs_rerun_elsewhere_exactly_once_and_its_vm_goes(tmp_path, fake, cluster_down, action):
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import compute_v1
+
+    name = f"g6{action[0].lower()}"
+    spec = write_spec(tmp_path, fake, name=name, nodes=2, extra="spot: true\nreap_after_s: 1\n")
+    cluster_down.append(name)
+    assert cli(tmp_path, "up", str(spec)).returncode == 0
+    key = (PROJECT, "us-central1-a", f"burla-{name}-node-2")
+    assert fake.instances[key]["scheduling"] == {"provisioningModel": "SPOT", "instanceTerminationAction": "DELETE"}
+    fake.instances[key]["scheduling"]["instanceTerminationAction"] = action  # STOP: as a VM made by another tool
+    rec = record(tmp_path, name)
+    burla.connect(rec["head"], rec["token"], ca=rec["ca"])
+    gen = rpm(slow, range(60), generator=True, spinner=False)
+    got = [next(gen)]
+    fake.preempt(*key, grace_s=5)
+    got += list(gen)
+    assert sorted(got) == list(range(60))  # every input once: none lost with the node, none twice
+    # the node's own shutdown (DELETE) or the head's sweep (STOP) leaves no VM behind
+    wait_until(lambda: key not in fake.instances, 30, "the preempted VM to be gone")
+    assert fake.deleted[key[2]] == ("PREEMPTED" if action == "DELETE" else "TERMINATED")
+    assert (PROJECT, "us-central1-a", f"burla-{name}-node-1") in fake.instances
+    ops = compute_v1.ZoneOperationsClient(credentials=AnonymousCredentials(), client_options=ClientOptions(
+        api_endpoint=fake.endpoint), transport="rest").list(request=compute_v1.ListZoneOperationsRequest(
+        project=PROJECT, zone="us-central1-a", filter='operationType="compute.instances.preempted"'))
+    assert [(op.target_link, op.status_message) for op in ops] == [(key[2], "Instance was preempted.")]
+
+
 def test_head_deletes_a_node_that_stops_heartbeating(tmp_path, fake, cluster_down):
     spec = write_spec(tmp_path, fake, name="g5", nodes=2, extra="reap_after_s: 1\n")
     cluster_down.append("g5")
@@ -378,7 +408,7 @@ def test_startup_scripts_install_once_and_run_the_daemon_as_a_restarting_systemd
     if role == "node":
         assert "%H" in service["ExecStart"] and "--tls-ca /run/burla/ca.pem" in service["ExecStart"]
         assert service["RestartPreventExitStatus"] == "3" and "systemctl --no-block poweroff" in service["ExecStopPost"]
-        assert "FailureAction=poweroff" in unit
+        assert "OnFailure=poweroff.target" in unit and "FailureAction" not in unit
     else:
         assert "--tls-cert /run/burla/head.crt --tls-key /run/burla/head.key" in service["ExecStart"]
         assert "--reap-gce /run/burla/gce.json" in service["ExecStart"] and "poweroff" not in unit

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 
@@ -18,8 +19,9 @@ import pytest
 import burla
 from burla import remote_parallel_map as rpm
 
+from ..conftest import wait_until
 from .fake_compute import FakeCompute
-from .test_gce import PROJECT, cli, record
+from .test_gce import PROJECT, cli, record, up_process
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("BURLA_REQUIRE_DOCKER") and (shutil.which("docker") is None or subprocess.run(
@@ -54,22 +56,58 @@ def square(x):
     return x * x
 
 
+def slow(x):
+    import time
+
+    time.sleep(0.2)
+    return x
+
+
+def restarts(vms, vm, role) -> tuple[int, str]:
+    out = vms.sh(vm, f"systemctl show -p NRestarts -p ActiveState burla-{role}")[1]
+    props = dict(line.split("=", 1) for line in out.split())
+    return int(props["NRestarts"]), props["ActiveState"]
+
+
+def write_spec(tmp_path, fake, vms, name):
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(
+        f"name: {name}\n"
+        f"provider: {{type: gce, project: {PROJECT}, zones: [us-central1-a], api_endpoint: '{fake.endpoint}'}}\n"
+        "nodes: 2\nworkers_per_node: 1\nmachine_type: e2-standard-2\nspot: true\nidle_timeout_s: 30\nreap_after_s: 20\n"
+        f"head: {{placement: vm, port: 7200, allow_from: [{vms.gateway}/32]}}\n")
+    return spec
+
+
+def leftovers(vms) -> list[str]:
+    return [c.name for c in vms.docker.containers.list(all=True, filters={"label": f"burla-test-gce-vm={vms.name}"})]
+
+
+def test_ctrl_c_while_the_vms_boot_deletes_them(tmp_path, fake, vms):
+    up = up_process(tmp_path, write_spec(tmp_path, fake, vms, "v2"))
+    try:
+        wait_until(lambda: len(vms.containers) == 3, 60, "the head and node VMs to be booting")
+        up.send_signal(signal.SIGINT)
+        _, err = up.communicate(timeout=120)
+    finally:
+        up.kill()
+        up.communicate()
+    assert up.returncode == 130 and err.strip() == "burla up: interrupted; deleted everything it had created of cluster 'v2'"
+    assert fake.instances == {} and fake.firewalls == {} and vms.containers == {} and leftovers(vms) == []
+
+
 def node_count(tmp_path, name) -> int:
     out = cli(tmp_path, "status", name).stdout
     m = re.search(r"(\d+) node\(s\)", out)
     return int(m[1]) if m else -1
 
 
+@pytest.mark.timeout(480)
 def test_startup_scripts_boot_debian_vms_into_a_cluster_that_runs_a_job(tmp_path, fake, vms):
     from .vms import describe
 
     name = "v1"
-    spec = tmp_path / "v1.yaml"
-    spec.write_text(
-        f"name: {name}\n"
-        f"provider: {{type: gce, project: {PROJECT}, zones: [us-central1-a], api_endpoint: '{fake.endpoint}'}}\n"
-        "nodes: 2\nworkers_per_node: 1\nmachine_type: e2-standard-2\nidle_timeout_s: 600\nreap_after_s: 60\n"
-        f"head: {{placement: vm, port: 7200, allow_from: [{vms.gateway}/32]}}\n")
+    spec = write_spec(tmp_path, fake, vms, name)
     head, nodes = f"burla-{name}-head", [f"burla-{name}-node-{i}" for i in (1, 2)]
     try:
         began = time.monotonic()
@@ -93,6 +131,39 @@ def test_startup_scripts_boot_debian_vms_into_a_cluster_that_runs_a_job(tmp_path
             _, limits = vms.sh(vm, f"cat /proc/$(systemctl show -p MainPID --value burla-{role})/limits")
             assert re.search(rf"Max open files\s+{min(ceiling, 1 << 20)}\s+{min(ceiling, 1 << 20)}", limits), limits
 
+        # A crashed daemon is restarted by systemd; the nodes find the restarted head again.
+        for vm, role in ((nodes[0], "node"), (head, "head")):
+            t = time.monotonic()
+            assert vms.sh(vm, f"kill -9 $(systemctl show -p MainPID --value burla-{role})")[0] == 0
+            wait_until(lambda: restarts(vms, vm, role) == (1, "active"), 30, f"systemd to restart burla-{role}")
+            wait_until(lambda: node_count(tmp_path, name) == 2, 60, f"both nodes registered after burla-{role} restarted")
+            print(f"boot: burla-{role} killed -9 to both nodes registered again: {time.monotonic() - t:.1f} s")
+        assert rpm(square, range(20), spinner=False) == [x * x for x in range(20)]
+
+        # A reboot resumes: the startup script runs again, installs nothing, and the node rejoins.
+        t = time.monotonic()
+        vms.containers[nodes[0]].restart(timeout=10)
+        wait_until(lambda: vms.sh(nodes[0], "cat /var/log/startup-script.log")[1].count("startup-script: exit") == 2,
+                   60, "the startup script to run again at boot")
+        log = vms.sh(nodes[0], "cat /var/log/startup-script.log")[1]
+        assert log.count("burla: installing") == 1 and log.count("startup-script: exit status 0") == 2, log
+        wait_until(lambda: node_count(tmp_path, name) == 2, 60, "the rebooted node to register again")
+        print(f"boot: node rebooted to registered again: {time.monotonic() - t:.1f} s")
+
+        # A preempted spot node: its inputs rerun on the other one, each result once; GCE deletes the VM.
+        gen = rpm(slow, range(40), generator=True, spinner=False)
+        got = [next(gen)]
+        fake.preempt(PROJECT, "us-central1-a", nodes[1], grace_s=10)
+        got += list(gen)
+        assert sorted(got) == list(range(40))
+        assert fake.deleted[nodes[1]] == "PREEMPTED" and nodes[1] not in vms.containers
+
+        # An idle node powers its VM off (systemd's ExecStopPost); the head's sweep deletes it.
+        t = time.monotonic()
+        wait_until(lambda: nodes[0] in fake.deleted, 30 + 20 + 30, "the idle node to power off and be deleted")
+        print(f"boot: last job done to the idle node's VM deleted: {time.monotonic() - t:.1f} s (idle_timeout_s 30)")
+        assert fake.deleted[nodes[0]] == "TERMINATED" and nodes[0] not in vms.containers
+
     except BaseException:
         print(describe(vms))
         raise
@@ -100,7 +171,6 @@ def test_startup_scripts_boot_debian_vms_into_a_cluster_that_runs_a_job(tmp_path
         burla.shutdown()
         down = cli(tmp_path, "down", name, timeout=300)
     assert down.returncode == 0, down.stderr
-    assert vms.containers == {} and not vms.docker.containers.list(
-        all=True, filters={"label": f"burla-test-gce-vm={vms.name}"})
+    assert vms.containers == {} and leftovers(vms) == []
     assert fake.instances == {} and fake.firewalls == {}
 

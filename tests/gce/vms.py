@@ -147,6 +147,12 @@ class VmHost:
         if c is not None:
             c.remove(force=True)
 
+    def power_off(self, name: str, grace_s: float) -> None:
+        """An ACPI power-off: systemd shuts the VM down, ``grace_s`` before it is cut."""
+        c = self.containers.get(name)
+        if c is not None:
+            c.stop(timeout=max(1, int(grace_s)))
+
     def running(self, name: str) -> bool:
         c = self.containers.get(name)
         if c is None:

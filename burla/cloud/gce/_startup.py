@@ -82,6 +82,12 @@ _NODE_DONE = (
     "systemctl --no-block poweroff; fi'")
 
 
+# Crashing 5 times in 10 min: give up and power off (stop billing).  Not FailureAction=: systemd
+# 252 (Debian 12) runs that on every failure, even one Restart= is about to restart; OnFailure=
+# waits for the unit to fail for good (here: its start limit hit).
+_NODE_GIVE_UP = "OnFailure=poweroff.target\nOnFailureJobMode=replace-irreversibly"
+
+
 def _command(args: list[str]) -> str:
     return "/opt/burla/bin/burla " + " ".join(shlex.quote(a) for a in args)
 
@@ -93,7 +99,7 @@ def node_script(cluster: str, head: str, workers: int | None, idle_timeout_s: in
             + f"md burla-ca > {RUN}/ca.pem\n"
             + "# burla-node-start\n"
             + _UNIT.format(role="node", cluster=cluster, run=RUN, exec_start=_command(args),
-                           unit_extra="FailureAction=poweroff",  # crashing 5 times in 10 min: give up, stop billing
+                           unit_extra=_NODE_GIVE_UP,
                            service_extra=_NODE_DONE.format(gone=EXIT_HEAD_GONE)))
 
 
