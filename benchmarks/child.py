@@ -178,6 +178,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--ncpu", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--queue", default="", help="burla: a local cluster whose head keeps queues there "
+                   "(memory or redis://HOST:PORT/DB) instead of the embedded cluster")
     args = p.parse_args()
     workloads = args.workloads.split(",")
     reps = 1 if args.quick else 3
@@ -189,7 +191,7 @@ def main() -> None:
             tasks.spin(n_iter)
         serial = (time.perf_counter() - t0) / 3
     cls = ENGINES[args.engine]
-    engine = cls(args.ncpu, args.nodes) if cls is Burla else cls(args.ncpu)
+    engine = cls(args.ncpu, args.nodes, args.queue) if cls is Burla else cls(args.ncpu)
     results: dict[str, Any] = {}
     engine.start()
     try:

@@ -30,17 +30,19 @@ class Engine:
 class Burla(Engine):
     name = "burla"
 
-    def __init__(self, ncpu: int, nodes: int = 1):
+    def __init__(self, ncpu: int, nodes: int = 1, queue: str = ""):
         super().__init__(ncpu)
         self.nodes = nodes
+        self.queue = queue  # "": the embedded cluster; else a local cluster's head --queue (memory, redis://...)
 
     def start(self) -> None:
         import burla
         from burla.client import _cluster
         from burla.cloud import start_local_cluster
 
-        if self.nodes > 1:  # S1: same CPUs, split over nodes
-            self.cluster = start_local_cluster("bench", self.nodes, max(1, self.ncpu // self.nodes), attached=True)
+        if self.nodes > 1 or self.queue:  # S1: same CPUs, split over nodes; or a queue backend named
+            self.cluster = start_local_cluster("bench", self.nodes, max(1, self.ncpu // self.nodes), attached=True,
+                                               queue=self.queue or "memory")
             burla.connect(self.cluster.record.head, self.cluster.record.token)
         self._burla = burla  # the embedded cluster starts with the first call
         self._cluster = _cluster

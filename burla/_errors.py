@@ -10,6 +10,7 @@
     ├── AuthenticationError (PermissionError) the head refused our token
     ├── ProtocolError (ConnectionError)     a peer sent bytes that are not burla
     ├── ProviderError                       Docker / a cloud API refused (message says the fix)
+    ├── QueueUnavailable                    the head's queue backend (Redis) cannot be reached
     ├── BrokenExecutor (concurrent.futures.BrokenExecutor)
     │                                       a burla.Executor can run no more calls
     │                                       (defined in client/_executor.py: it needs
@@ -70,6 +71,10 @@ class ConnectionLost(ClusterUnreachable):
 
 
 class ProviderError(BurlaError):
+    pass
+
+
+class QueueUnavailable(BurlaError):
     pass
 
 

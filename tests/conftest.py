@@ -72,8 +72,9 @@ class Clusters:
     def __init__(self) -> None:
         self.started: list[LocalCluster] = []
 
-    def start(self, nodes: int = 1, workers_per_node: int | None = 2, wait: bool = True) -> LocalCluster:
-        cluster = start_local_cluster(f"test{len(self.started)}", nodes, workers_per_node, attached=True)
+    def start(self, nodes: int = 1, workers_per_node: int | None = 2, wait: bool = True,
+              queue: str = "memory") -> LocalCluster:
+        cluster = start_local_cluster(f"test{len(self.started)}", nodes, workers_per_node, attached=True, queue=queue)
         self.started.append(cluster)
         if wait:
             wait_for_nodes(cluster, nodes)

@@ -13,8 +13,9 @@ import ssl
 import sys
 
 from .. import _loop
-from .._errors import ConfigError
+from .._errors import ConfigError, QueueUnavailable
 from ..scheduler import Head
+from ..scheduler.backends import QueueBackend, open_backend
 from ..transport._tls import server_context, server_context_from_files
 
 
@@ -32,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(JSON: project, zones, api_endpoint, cluster, reap_after_s)")
     p.add_argument("--tls-cert", metavar="FILE", help="serve clients and nodes over TLS with this certificate "
                    "(PEM; a cloud cluster's, made by `burla up`; or its text in $BURLA_TLS_CERT)")
+    p.add_argument("--queue", default="memory", metavar="URL",
+                   help="where jobs' queues live: memory (in this process, the default) or redis://HOST:PORT/DB")
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM; or $BURLA_TLS_KEY)")
     p.set_defaults(func=main)
 
@@ -51,23 +54,41 @@ def main(args: argparse.Namespace) -> int:
         except ConfigError as e:
             print(f"burla head: {e}", file=sys.stderr)
             return 2
+    try:
+        backend = _backend(args.queue)
+    except ConfigError as e:
+        print(f"burla head: {e}", file=sys.stderr)
+        return 2
     _loop.raise_fd_limit()
-    return int(_loop.run(_serve(args, token, tls, announce_token=not given)))
+    return int(_loop.run(_serve(args, token, tls, backend, announce_token=not given)))
 
 
-async def _serve(args: argparse.Namespace, token: str, tls: ssl.SSLContext | None, announce_token: bool) -> int:
+def _backend(url: str) -> QueueBackend:
+    if url == "memory":
+        return open_backend()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return open_backend("redis", url)
+    raise ConfigError(f"--queue {url!r}: expected memory or redis://HOST:PORT/DB")
+
+
+async def _serve(args: argparse.Namespace, token: str, tls: ssl.SSLContext | None, backend: QueueBackend,
+                 announce_token: bool) -> int:
     watcher = None
     if args.reap_gce:
         from ..cloud.gce._reaper import Reaper
 
         watcher = Reaper(json.loads(_read(args.reap_gce)))
-    head = Head(token, args.name, node_watcher=watcher, tls=tls)
-    if args.listen_fd is not None:
-        listen = socket.socket(fileno=args.listen_fd)
-        http = socket.socket(fileno=args.http_fd) if args.http_fd is not None else None
-        addr = await head.start_on(listen, http)
-    else:
-        addr = await head.start(args.host, args.port, args.http_port)
+    head = Head(token, args.name, node_watcher=watcher, tls=tls, backend=backend)
+    try:
+        if args.listen_fd is not None:
+            listen = socket.socket(fileno=args.listen_fd)
+            http = socket.socket(fileno=args.http_fd) if args.http_fd is not None else None
+            addr = await head.start_on(listen, http)
+        else:
+            addr = await head.start(args.host, args.port, args.http_port)
+    except QueueUnavailable as e:
+        print(f"burla head: {e}", file=sys.stderr)
+        return 2
     scheme = "https" if tls else "http"
     ready = {"head": f"{addr.host}:{addr.port}", "http": f"{scheme}://{addr.host}:{addr.http_port}"}
     if announce_token and args.listen_fd is None:  # one it made: never echo a given token into a log

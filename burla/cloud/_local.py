@@ -32,7 +32,7 @@ from .._config import ClusterRecord, config_dir
 from ..transport._address import listen_backlog
 from ._provider import Resource, node_resources
 from ._recipes import DAEMON_MALLOC_ENV, head_args, node_args, python_burla
-from ._spec import ClusterName, NodeCount, WorkersPerNode
+from ._spec import ClusterName, NodeCount, QueueSpec, WorkersPerNode
 
 
 class LocalProviderSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="local", tag_field="type"):
@@ -44,6 +44,7 @@ class LocalClusterSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     provider: LocalProviderSpec = LocalProviderSpec()
     nodes: NodeCount = 1
     workers_per_node: WorkersPerNode | None = None
+    queue: QueueSpec = QueueSpec()
 
 
 @dataclass
@@ -64,7 +65,7 @@ NODE_RECONNECT_FOR = 600.0  # seconds a local node keeps trying a head it lost (
 
 
 def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: int | None = None,
-                        attached: bool = True, log_dir: str | None = None) -> LocalCluster:
+                        attached: bool = True, log_dir: str | None = None, queue: str = "memory") -> LocalCluster:
     token = secrets.token_urlsafe(32)
     listen = socket.create_server(("127.0.0.1", 0), backlog=listen_backlog())
     http = socket.create_server(("127.0.0.1", 0), backlog=listen_backlog())
@@ -88,7 +89,8 @@ def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: i
                 out.close()
 
     try:
-        spawn(head_args(name, listen_fd=listen.fileno(), http_fd=http.fileno()), (listen.fileno(), http.fileno()),
+        spawn(head_args(name, listen_fd=listen.fileno(), http_fd=http.fileno(), queue=queue),
+              (listen.fileno(), http.fileno()),
               "head.log")
         for i in range(nodes):
             # A head that pauses (SIGSTOP, a stalled disk) comes back to its nodes: they keep
@@ -155,7 +157,7 @@ class LocalProvider:
         log_dir = config_dir() / "logs" / spec.name
         log_dir.mkdir(parents=True, exist_ok=True)
         cluster = await asyncio.to_thread(start_local_cluster, spec.name, spec.nodes, spec.workers_per_node,
-                                          attached=False, log_dir=str(log_dir))
+                                          attached=False, log_dir=str(log_dir), queue=spec.queue.head_arg())
         return cluster.record
 
     def placeholder(self, spec: Any) -> ClusterRecord:

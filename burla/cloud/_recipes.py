@@ -23,8 +23,10 @@ NODE_EXIT_HEAD_GONE = 3  # `burla node`: the head stayed unreachable past --reco
 
 def head_args(name: str, *, host: str | None = None, port: int | None = None, http_port: int | None = None,
               listen_fd: int | None = None, http_fd: int | None = None, reap_gce: str | None = None,
-              tls: tuple[str, str] | None = None) -> list[str]:
+              tls: tuple[str, str] | None = None, queue: str = "memory") -> list[str]:
     args = ["head", "--name", name]
+    if queue != "memory":
+        args += ["--queue", queue]
     if host is not None:
         args += ["--host", host]
     if port is not None:

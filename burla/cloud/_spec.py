@@ -10,7 +10,7 @@ the fix.  Nothing is checked by hand.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -21,12 +21,32 @@ ClusterName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,
 NodeCount = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 WorkersPerNode = Annotated[int, msgspec.Meta(ge=1, le=4096)]
 
+class QueueSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``queue:`` where the head keeps jobs' queues (``scheduler/backends``)."""
+
+    type: Literal["memory", "redis"] = "memory"
+    url: str = ""  # redis://HOST:PORT/DB (type redis)
+
+    def __post_init__(self) -> None:
+        if self.type == "memory" and self.url:
+            raise ValueError("url: only for queue: {type: redis}")
+        if self.type == "redis" and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("url: expected redis://HOST:PORT/DB")
+
+    def head_arg(self) -> str:
+        """The head's ``--queue``."""
+        return self.url if self.type == "redis" else "memory"
+
+
 HINTS = {
     "name": "letters, digits, - and _, e.g. name: demo",
     "nodes": "write e.g. nodes: 2",
     "workers_per_node": "an integer >= 1, e.g. workers_per_node: 4 (more than the CPUs is fine for I/O-bound work)",
     "provider": "write e.g. provider: {type: local}",
     "provider.type": "one of the supported types, e.g. provider: {type: local}",
+    "queue": "e.g. queue: {type: redis, url: redis://127.0.0.1:6379/0}",
+    "queue.url": "e.g. queue: {type: redis, url: redis://127.0.0.1:6379/0}",
+    "queue.type": "memory (the default: in the head) or redis",
 }
 _UNKNOWN = re.compile(r"Object contains unknown field `(.+)`")
 _MISSING = re.compile(r"Object missing required field `(.+)`")

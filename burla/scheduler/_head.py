@@ -43,9 +43,11 @@ from ..transport.messages import (
     SubmitJob,
     Welcome,
 )
+from ._journal import Journal
 from ._monitor import Monitor
 from ._state import Command, HeadConfig, HeadState, NodeState, ToClient, ToNode
 from ._view import NodeInfo, cluster_summary
+from .backends import QueueBackend, open_backend
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -70,11 +72,13 @@ class HeadAddress:
 class Head:
     def __init__(self, token: str, name: str = "burla", config: HeadConfig = HeadConfig(),
                  transport: TransportConfig = TransportConfig(), node_watcher: NodeWatcher | None = None,
-                 tls: ssl.SSLContext | None = None):
+                 tls: ssl.SSLContext | None = None, backend: QueueBackend | None = None):
         self.token = token
         self.tls = tls  # a cloud cluster's head: TLS on both ports (transport/_tls.py)
         self.name = name
         self.state = HeadState(config)
+        self.backend = backend if backend is not None else open_backend()
+        self.journal = Journal(self.backend, self._send_all, self._fail_all)
         self.transport = transport
         self.started_at = time.time()
         self.monitor = Monitor()
@@ -98,6 +102,8 @@ class Head:
     async def start_on(self, listen: socket.socket, http: socket.socket | None) -> HeadAddress:
         """Serve on sockets that are already bound and listening (a parent may
         bind them so that clients can connect before this process is up)."""
+        await self.backend.open()
+        self.journal.start()
         self._server = await serve(None, None, self.token, self._on_connection, self.transport, sock=listen,
                                    tls=self.tls)
         host, port = listen.getsockname()[:2]
@@ -120,6 +126,8 @@ class Head:
             conn.abort()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        await self.journal.stop()
+        await self.backend.close()
 
     async def _tick(self) -> None:
         while True:
@@ -250,6 +258,15 @@ class Head:
     # --- commands ---------------------------------------------------------------
 
     def _run(self, cmds: list[Command]) -> None:
+        """Send what an event produced, once the queue backend holds what it noted (_journal)."""
+        self.journal.submit(self.state.take_facts(), cmds)
+
+    def _fail_all(self, why: str) -> list[Command]:
+        cmds = self.state.fail_all(why)
+        self.state.take_facts()  # the backend is gone: nothing more is written to it
+        return cmds
+
+    def _send_all(self, cmds: list[Command]) -> None:
         for cmd in cmds:
             msg = cmd.msg
             if isinstance(cmd, ToClient):

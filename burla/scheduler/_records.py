@@ -120,6 +120,7 @@ class JobState:
     credit_out: int = INITIAL_INPUT_CREDIT
     inflight: dict[int, tuple[str, AnyInputBatch]] = field(default_factory=dict)
     unacked: int = 0
+    acked: int = 0  # result batches the client acknowledged, all told
     received: int = 0  # inputs received from the client
     delivered: int = 0  # inputs whose results went to the client
     total: int | None = None

@@ -61,6 +61,16 @@ from ..transport.messages import (
 from . import _flow
 from ._batches import crash_message, remaining, split_around
 from ._installs import Installs
+from ._journal import (
+    AttemptCharged,
+    Fact,
+    InputsAdded,
+    InputsComplete,
+    JobCreated,
+    JobFinished,
+    ResultFinal,
+    ResultsAcked,
+)
 from ._placement import Placement
 from ._queue import InProcessQueue, QueueBackend
 from ._records import Command, HeadConfig, JobState, NodeState, ToClient, ToNode
@@ -77,6 +87,11 @@ class HeadState:
         self.jobs: dict[str, JobState] = {}
         self._by_client: dict[str, dict[str, None]] = {}
         self.installs = Installs()  # nodes installing a job's environment, as the client is told
+        self.facts: list[Fact] = []  # for the queue backend, since the last take_facts (_journal)
+
+    def take_facts(self) -> list[Fact]:
+        facts, self.facts = self.facts, []
+        return facts
 
     @property
     def nodes(self) -> dict[str, NodeState]:
@@ -150,6 +165,7 @@ class HeadState:
         for part in reversed(parts):
             if part.start == crashed_index:
                 part.attempt += 1
+                self.facts.append(AttemptCharged(job_id, crashed_index, part.attempt))
                 if part.attempt > job.spec.max_retries:
                     why = crash_message(crashed_index, part.attempt, reason)
                     return self._end(job, "failed", JobError("WorkerCrashed", why, crashed_index))
@@ -177,6 +193,7 @@ class HeadState:
         if rb.start != start + done or done + len(rb.ends) > size:
             return []  # not the next part of that batch: a duplicate
         cmds: list[Command] = [ToClient(job.client_id, rb)]
+        self.facts.append(ResultFinal(rb))
         if done + len(rb.ends) == size:
             job.held_bytes -= _size(self._unhold(job, node, start))
             job.progress.pop(start, None)
@@ -222,6 +239,7 @@ class HeadState:
         self.jobs[spec.job_id] = job
         self._by_client.setdefault(client_id, {})[spec.job_id] = None
         self.queue.create(spec.job_id)
+        self.facts.append(JobCreated(spec))
         if len(self.pool) and not self.pool.any_fits(spec):
             return self._end(job, "failed", JobError("NoCompatibleNodes", self.pool.incompatible(spec)))
         accepted = ToClient(client_id, JobAccepted(spec.job_id, job.workers, INITIAL_INPUT_CREDIT))
@@ -242,6 +260,7 @@ class HeadState:
         job.held_bytes += _size(batch)
         job.max_batch_bytes = max(job.max_batch_bytes, _size(batch))
         self.queue.push(job.job_id, batch)
+        self.facts.append(InputsAdded(batch))
         return self._finish(self._settle(job))
 
     def inputs_done(self, client_id: str, job_id: str, total: int) -> list[Command]:
@@ -249,6 +268,7 @@ class HeadState:
         if job is None or job.client_id != client_id:
             return []
         job.total = total
+        self.facts.append(InputsComplete(job_id, total))
         if job.delivered >= total:
             return self._end(job, "done", None)
         return self._finish(self._settle(job))
@@ -258,6 +278,8 @@ class HeadState:
         if job is None or job.client_id != client_id:
             return []
         job.unacked = max(0, job.unacked - batches)
+        job.acked += batches
+        self.facts.append(ResultsAcked(job_id, job.acked))
         return self._finish(self._settle(job))
 
     def log_ack(self, client_id: str, job_id: str, batches: int) -> list[Command]:
@@ -275,6 +297,13 @@ class HeadState:
         if job is None:
             return []
         return self._end(job, "canceled", JobError("JobCanceled", reason))
+
+    def fail_all(self, message: str) -> list[Command]:
+        """Fail every job (the queue backend is gone)."""
+        cmds: list[Command] = []
+        for job in list(self.jobs.values()):
+            cmds += self._end(job, "failed", JobError("JobFailed", message))
+        return cmds
 
     def client_left(self, client_id: str) -> list[Command]:
         """Cancel the client's jobs (the JobEnded it is sent goes nowhere)."""
@@ -393,6 +422,7 @@ class HeadState:
 
     def _end(self, job: JobState, status: str, error: JobError | None) -> list[Command]:
         del self.jobs[job.job_id]
+        self.facts.append(JobFinished(job.job_id, status))
         self._by_client[job.client_id].pop(job.job_id, None)
         if not self._by_client[job.client_id]:
             del self._by_client[job.client_id]

@@ -1,0 +1,203 @@
+"""The Redis backend (``queue: {type: redis, url: redis://HOST:PORT/DB}``), Redis >= 7.0.
+
+Keys of job J (one hash slot, ``{J}``, so a Redis Cluster keeps a job on
+one shard):
+
+- ``burla:{J}:meta``    hash: ``spec`` (the encoded SubmitJob), ``total``, ``status``,
+  ``acked`` (results the client acknowledged)
+- ``burla:{J}:inputs``  hash: input batch start -> encoded InputBatch
+- ``burla:{J}:sizes``   hash: input batch start -> inputs in it
+- ``burla:{J}:starts``  sorted set of those starts (to find a result's batch)
+- ``burla:{J}:done``    bitmap: bit i set once input i has a stored result
+- ``burla:{J}:attempts`` hash: input index -> crashes charged
+- ``burla:{J}:results`` list: encoded ResultBatch not acknowledged, oldest first
+- ``burla:jobs``        set of job ids
+
+Each step is one command, a MULTI transaction or one Lua script, so it is
+atomic; ``store_result`` is a script: check, mark done, keep, tidy.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+from ..._errors import QueueUnavailable
+from . import Blob, StoredJob
+
+_STORE_RESULT = """
+local meta, done, results, inputs, sizes, starts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local first, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local last = first + n - 1
+if n < 1 or redis.call('EXISTS', meta) == 0 then return 0 end
+if redis.call('BITCOUNT', done, first, last, 'BIT') > 0 then return 0 end
+for i = first, last do redis.call('SETBIT', done, i, 1) end
+redis.call('RPUSH', results, ARGV[3])
+local found = redis.call('ZREVRANGEBYSCORE', starts, first, '-inf', 'LIMIT', 0, 1)
+for _, s in ipairs(redis.call('ZRANGEBYSCORE', starts, '(' .. first, last)) do table.insert(found, s) end
+for _, s in ipairs(found) do
+  local size = tonumber(redis.call('HGET', sizes, s))
+  local lo = tonumber(s)
+  if size and redis.call('BITCOUNT', done, lo, lo + size - 1, 'BIT') == size then
+    redis.call('HDEL', inputs, s)
+    redis.call('HDEL', sizes, s)
+    redis.call('ZREM', starts, s)
+  end
+end
+return 1
+"""
+
+
+SOCKET_TIMEOUT = 5.0  # seconds one reply may take (a hung Redis must not hang the head)
+
+_ACK = """
+local acked = tonumber(redis.call('HGET', KEYS[1], 'acked') or '0')
+local upto = tonumber(ARGV[1])
+if upto > acked then
+  redis.call('LPOP', KEYS[2], upto - acked)
+  redis.call('HSET', KEYS[1], 'acked', upto)
+end
+return 1
+"""
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _reached(step: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Redis not answering (after redis-py's own retries) is ``QueueUnavailable``."""
+
+    @functools.wraps(step)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        try:
+            return await step(*args, **kwargs)
+        except (ConnectionError, TimeoutError) as e:
+            raise QueueUnavailable(f"Redis at {getattr(args[0], 'url', '?')}: {e}") from None
+
+    return wrapper
+
+
+class RedisBackend:
+    durable = True
+
+    def __init__(self, url: str):
+        self.url = url
+        self._redis: Any = None
+        self._store: Any = None
+
+    def _keys(self, job_id: str, *names: str) -> list[str]:
+        return [f"burla:{{{job_id}}}:{n}" for n in names]
+
+    async def open(self) -> None:
+        try:
+            import redis.asyncio as aioredis
+        except ImportError as e:
+            raise QueueUnavailable("queue: {type: redis} needs the redis package: pip install 'burla[redis]'") from e
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        # every step is idempotent: a step whose reply was lost is simply sent again
+        self._redis = aioredis.Redis.from_url(self.url, decode_responses=False, retry=Retry(
+            ExponentialBackoff(cap=1.0, base=0.05), 8), retry_on_error=[ConnectionError, TimeoutError],
+            socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
+        probe = aioredis.Redis.from_url(self.url, retry=Retry(ExponentialBackoff(), 0),
+                                        socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
+        try:  # once, at start: a head pointed at no Redis says so at once
+            info = await probe.info("server")
+        except Exception as e:
+            await self._redis.aclose()
+            raise QueueUnavailable(f"cannot reach Redis at {self.url}: {e}") from None
+        finally:
+            await probe.aclose()
+        if int(str(info.get("redis_version", "0")).split(".")[0]) < 7:
+            await self._redis.aclose()
+            raise QueueUnavailable(f"Redis at {self.url} is {info.get('redis_version')}; burla needs Redis >= 7.0")
+        self._store = self._redis.register_script(_STORE_RESULT)
+        self._ack = self._redis.register_script(_ACK)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    @_reached
+    async def create_job(self, job_id: str, spec: bytes) -> None:
+        (meta,) = self._keys(job_id, "meta")
+        async with self._redis.pipeline(transaction=True) as p:
+            p.hsetnx(meta, "spec", spec)
+            p.hsetnx(meta, "total", -1)
+            p.hsetnx(meta, "status", "")
+            p.sadd("burla:jobs", job_id)
+            await p.execute()
+
+    @_reached
+    async def add_inputs(self, job_id: str, start: int, size: int, batch: Blob) -> None:
+        inputs, sizes, starts = self._keys(job_id, "inputs", "sizes", "starts")
+        async with self._redis.pipeline(transaction=True) as p:
+            p.hset(inputs, str(start), _sendable(batch))
+            p.hset(sizes, str(start), size)
+            p.zadd(starts, {str(start): start})
+            await p.execute()
+
+    @_reached
+    async def inputs_done(self, job_id: str, total: int) -> None:
+        await self._redis.hset(self._keys(job_id, "meta")[0], "total", total)
+
+    @_reached
+    async def store_result(self, job_id: str, start: int, n: int, result: Blob) -> bool:
+        keys = self._keys(job_id, "meta", "done", "results", "inputs", "sizes", "starts")
+        return bool(await self._store(keys=keys, args=[start, n, _sendable(result)]))
+
+    @_reached
+    async def set_attempts(self, job_id: str, index: int, attempts: int) -> None:
+        await self._redis.hset(self._keys(job_id, "attempts")[0], str(index), attempts)
+
+    @_reached
+    async def results_acked(self, job_id: str, upto: int) -> None:
+        await self._ack(keys=self._keys(job_id, "meta", "results"), args=[upto])
+
+    @_reached
+    async def end_job(self, job_id: str, status: str) -> None:
+        meta, inputs, sizes, starts = self._keys(job_id, "meta", "inputs", "sizes", "starts")
+        async with self._redis.pipeline(transaction=True) as p:
+            p.hset(meta, "status", status)
+            p.delete(inputs, sizes, starts)
+            await p.execute()
+
+    @_reached
+    async def delete_job(self, job_id: str) -> None:
+        keys = self._keys(job_id, "meta", "inputs", "sizes", "starts", "done", "attempts", "results")
+        async with self._redis.pipeline(transaction=True) as p:
+            p.delete(*keys)
+            p.srem("burla:jobs", job_id)
+            await p.execute()
+
+    @_reached
+    async def job_ids(self) -> list[str]:
+        return sorted(j.decode() for j in await self._redis.smembers("burla:jobs"))
+
+    @_reached
+    async def load(self, job_id: str) -> StoredJob | None:
+        meta, inputs, done, attempts, results = self._keys(job_id, "meta", "inputs", "done", "attempts", "results")
+        async with self._redis.pipeline(transaction=True) as p:
+            p.hgetall(meta)
+            p.hgetall(inputs)
+            p.get(done)
+            p.hgetall(attempts)
+            p.lrange(results, 0, -1)
+            m, ins, bits, att, res = await p.execute()
+        if not m:
+            return None
+        return StoredJob(job_id, m[b"spec"], {int(k): v for k, v in ins.items()},
+                         {int(k): int(v) for k, v in att.items()}, list(res),
+                         int(m.get(b"acked", 0)), bits or b"", int(m.get(b"total", -1)),
+                         m.get(b"status", b"").decode())
+
+
+def _sendable(blob: Blob) -> bytes | memoryview:
+    return bytes(blob) if isinstance(blob, bytearray) else blob  # redis-py takes bytes and memoryview
