@@ -2,9 +2,11 @@
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from burla import ConfigError
 from burla.cloud import load_spec, stop_pids
 
-from .conftest import ROOT
+from .conftest import ROOT, wait_until
 
 
 def burla_cli(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -235,3 +237,80 @@ def test_an_unreachable_head_names_where_its_address_came_from(cli_env, source):
             "record": "recorded by `burla up` for cluster 'gone'; if that cluster is gone, `burla down gone`"
             }[source] in last
     assert "asyncio" not in ran.stderr and "During handling" not in ran.stderr
+
+
+# --- a local `burla up` head runs under `burla supervise` -------------------------------------
+
+JOB = """
+import sys, time, burla
+def slow(x):
+    import time
+    time.sleep(0.2)
+    return x
+t = time.monotonic()
+try:
+    burla.remote_parallel_map(slow, range(1000), spinner=False)
+except burla.ConnectionLost as e:
+    print("ConnectionLost", round(time.monotonic() - t - float(sys.stdin.readline()), 2), flush=True)
+"""
+
+
+def head_child(supervisor: int) -> psutil.Process | None:
+    kids = [p for p in psutil.Process(supervisor).children() if "head" in p.cmdline()]
+    return kids[0] if kids else None
+
+
+def nodes(env) -> int:
+    out = burla_cli("status", "--json", env=env)
+    return len(json.loads(out.stdout)["nodes"]) if out.returncode == 0 else -1
+
+
+def test_a_crashed_head_is_restarted_and_its_nodes_come_back(tmp_path, cli_env):
+    spec = tmp_path / "c.yaml"
+    spec.write_text("name: sup\nprovider: {type: local}\nnodes: 2\nworkers_per_node: 1\n")
+    assert burla_cli("up", str(spec), env=cli_env).returncode == 0
+    record = json.loads((tmp_path / "cfg" / "clusters" / "sup.json").read_text())
+    supervisor = record["pids"][0]
+    first = wait_until(lambda: head_child(supervisor), 10, "the supervised head")
+
+    # a job running when the head dies: one clear error within seconds, never a hang
+    job = subprocess.Popen([sys.executable, "-c", JOB], env=cli_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           text=True)
+    wait_until(lambda: burla_jobs(cli_env), 30, "the job to be running")
+    killed_at = time.monotonic()
+    first.kill()
+    out, _ = job.communicate(f"{time.monotonic() - killed_at}\n", timeout=60)
+    word, after = out.split()
+    assert word == "ConnectionLost" and float(after) < 10, out
+
+    second = wait_until(lambda: (c := head_child(supervisor)) and c.pid != first.pid and c, 30, "a new head")
+    wait_until(lambda: nodes(cli_env) == 2, 60, "both nodes registered with the new head")
+    assert second.is_running()
+    ran = subprocess.run([sys.executable, "-c", "import burla; print(burla.remote_parallel_map(abs, [-1, -2], "
+                          "spinner=False))"], env=cli_env, capture_output=True, text=True, timeout=60)
+    assert ran.stdout.strip() == "[1, 2]", ran.stderr
+    log = (tmp_path / "cfg" / "logs" / "sup" / "head.log").read_text()
+    assert "burla supervise: head exited with signal SIGKILL; restarting it in 0.5s" in log
+
+    assert burla_cli("down", env=cli_env).returncode == 0
+    for pid in (supervisor, second.pid, *record["pids"][1:]):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def burla_jobs(env) -> bool:
+    out = burla_cli("status", "--json", env=env)
+    return out.returncode == 0 and any(j.get("state") == "running" for j in json.loads(out.stdout).get("jobs", []))
+
+
+def test_a_head_that_keeps_crashing_is_given_up_on_in_one_line(cli_env):
+    with socket.socket() as taken:  # the head cannot bind it: it exits 1 at every start
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "burla", "supervise", "--restarts", "2", "--", "head", "--port",
+                              str(port)], env=cli_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    lines = [line for line in out.stderr.splitlines() if line.startswith("burla supervise:")]
+    assert lines == ["burla supervise: head exited with status 1; restarting it in 0.5s",
+                     "burla supervise: head exited with status 1; restarting it in 1s",
+                     "burla supervise: head exited with status 1, its 3th crash within 600s; not restarting it"]

@@ -46,6 +46,11 @@ class LocalClusterSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     workers_per_node: WorkersPerNode | None = None
     queue: QueueSpec = QueueSpec()
 
+    def __post_init__(self) -> None:
+        if self.queue.type == "redis" and not self.queue.url:
+            raise ValueError("queue: a local cluster uses your Redis: give its url, "
+                             "e.g. queue: {type: redis, url: redis://127.0.0.1:6379/0}")
+
 
 @dataclass
 class LocalCluster:
@@ -89,8 +94,10 @@ def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: i
                 out.close()
 
     try:
-        spawn(head_args(name, listen_fd=listen.fileno(), http_fd=http.fileno(), queue=queue),
-              (listen.fileno(), http.fileno()),
+        head = head_args(name, listen_fd=listen.fileno(), http_fd=http.fileno(), queue=queue)
+        if not attached:  # a `burla up` cluster: a supervisor restarts a head that crashes
+            head = ["supervise", "--keep-fd", str(listen.fileno()), "--keep-fd", str(http.fileno()), "--", *head]
+        spawn(head, (listen.fileno(), http.fileno()),
               "head.log")
         for i in range(nodes):
             # A head that pauses (SIGSTOP, a stalled disk) comes back to its nodes: they keep

@@ -25,12 +25,12 @@ class QueueSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``queue:`` where the head keeps jobs' queues (``scheduler/backends``)."""
 
     type: Literal["memory", "redis"] = "memory"
-    url: str = ""  # redis://HOST:PORT/DB (type redis)
+    url: str = ""  # redis://HOST:PORT/DB (type redis; a Docker cluster without one runs its own Redis)
 
     def __post_init__(self) -> None:
         if self.type == "memory" and self.url:
             raise ValueError("url: only for queue: {type: redis}")
-        if self.type == "redis" and not self.url.startswith(("redis://", "rediss://", "unix://")):
+        if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("url: expected redis://HOST:PORT/DB")
 
     def head_arg(self) -> str:

@@ -100,5 +100,8 @@ def test_cluster_yaml_names_the_queue_backend():
         load_spec("queue: {type: redis, url: 'localhost:6379'}\n")
     with pytest.raises(ConfigError, match=r"queue.type: .*memory.*redis"):
         load_spec("queue: {type: mongo}\n")
+    with pytest.raises(ConfigError, match=r"cluster.yaml: queue: a local cluster uses your Redis: give its url"):
+        load_spec("queue: {type: redis}\n")
+    assert load_spec("provider: {type: docker}\nqueue: {type: redis}\n").queue.url == ""  # Docker runs its own
 
 

@@ -65,11 +65,12 @@ def image(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @contextlib.contextmanager
-def docker_cluster(cfg: Path, name: str, provider: str, nodes: int) -> Iterator[dict]:
+def docker_cluster(cfg: Path, name: str, provider: str, nodes: int, extra: str = "") -> Iterator[dict]:
     """``burla up`` of a Docker cluster (``provider``: the cluster.yaml mapping's keys after
-    ``type: docker``; 1 worker container per node): its record, with the CLI's env; then ``down``."""
+    ``type: docker``; 1 worker container per node; ``extra``: more cluster.yaml lines): its
+    record, with the CLI's env; then ``down``."""
     spec = cfg / "cluster.yaml"
-    spec.write_text(f"name: {name}\nprovider: {{type: docker{provider}}}\nnodes: {nodes}\nworkers_per_node: 1\n")
+    spec.write_text(f"name: {name}\nprovider: {{type: docker{provider}}}\nnodes: {nodes}\nworkers_per_node: 1\n{extra}")
     env = cli_env(str(cfg))
     up = burla_cli("up", str(spec), env=env)
     try:

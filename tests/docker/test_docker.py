@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -209,6 +211,15 @@ def test_head_killed_then_back_nodes_reconnect(on):
         rpm(abs, [1], spinner=False)
     assert time.monotonic() - t0 < 6
     docker("start", head)
+    all_nodes_back(on)
+    assert rpm(abs, [-7], spinner=False) == [7]
+
+
+def test_a_crashed_head_container_is_restarted_by_its_policy(on):
+    head = f"burla-{on['name']}-head"
+    os.kill(int(docker("inspect", "-f", "{{.State.Pid}}", head)), signal.SIGKILL)  # a crash, not a `docker kill`
+    wait_until(lambda: docker("inspect", "-f", "{{.RestartCount}} {{.State.Running}}", head).split() == ["1", "true"],
+               30, "Docker to restart the head container")
     all_nodes_back(on)
     assert rpm(abs, [-7], spinner=False) == [7]
 

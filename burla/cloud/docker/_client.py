@@ -42,6 +42,9 @@ def translated(what: str = "") -> Iterator[None]:
         raise ProviderError(f"{what or 'Docker'}: {_explain(e)}") from None
     except errors.APIError as e:
         raise ProviderError(f"{what or 'Docker'} failed: {_explain(e)}") from None
+    except errors.BuildError as e:  # the daemon answered: a step of the build failed
+        log = "".join(str(chunk.get("stream", "")) for chunk in e.build_log if isinstance(chunk, dict))
+        raise ProviderError(f"{what or 'docker build'} failed: {e.msg}\n{log.strip()[-1500:]}") from None
     except errors.DockerException as e:
         raise ProviderError(describe_connection_error(e)) from None
     except PermissionError as e:

@@ -124,6 +124,33 @@ def build_local_base(c: Any, tag: str = LOCAL_BASE) -> None:
         raise ProviderError(f"mmdebstrap failed (exit {proc.returncode}): {err.decode(errors='replace')[-500:]}")
 
 
+REDIS_IMAGE = "burla-redis:bookworm"
+
+
+def ensure_redis_image(c: Any, log: Callable[[str], None] = print) -> str:
+    """Debian's redis-server as an image, made with mmdebstrap like the local base (no registry)."""
+    if image_present(c, REDIS_IMAGE):
+        return REDIS_IMAGE
+    tool = shutil.which("mmdebstrap")
+    if tool is None:
+        raise ProviderError("a Docker cluster's own Redis is built with mmdebstrap: apt-get install mmdebstrap, "
+                            "or give queue: {type: redis, url: redis://HOST:PORT/DB}")
+    log(f"building {REDIS_IMAGE} (Debian's redis-server) with mmdebstrap")
+    cmd = [tool, "--variant=minbase", "--include=redis-server", "--format=tar", "bookworm", "-", debian_mirror()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        repo, version = REDIS_IMAGE.split(":")
+        with translated("docker import"):
+            c.api.import_image_from_stream(proc.stdout, repository=repo, tag=version,
+                                           changes=['CMD ["redis-server", "--protected-mode", "no", "--dir", "/data", '
+                                                    '"--appendonly", "yes", "--save", ""]'])
+    finally:
+        _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise ProviderError(f"mmdebstrap failed (exit {proc.returncode}): {err.decode(errors='replace')[-500:]}")
+    return REDIS_IMAGE
+
+
 def _python_version(c: Any, image: str) -> str:
     with translated(f"checking Python in {image}"):
         out = c.containers.run(image, ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
@@ -136,7 +163,10 @@ def _python_version(c: Any, image: str) -> str:
 
 def _requirements() -> list[str]:
     reqs = [r for r in importlib.metadata.requires("burla") or [] if "extra ==" not in r]
-    return sorted({*(r.split(";")[0].strip() for r in reqs), "docker>=6"})
+    # + a head's Redis client, and what redis needs below Python 3.11.3 (Debian 12 has 3.11.2): the
+    # wheels are collected by this interpreter, whose markers would leave it out
+    extra = {"docker>=6", "redis>=5", "async-timeout>=4.0.3"}
+    return sorted({*(r.split(";")[0].strip() for r in reqs), *extra})
 
 
 def _dependency_wheels(py: str, log: Callable[[str], None]) -> Path:

@@ -23,8 +23,9 @@ from ..._config import ClusterRecord
 from ..._errors import ProviderError
 from .._provider import Resource, node_resources
 from .._recipes import head_args, node_args
+from .._spec import QueueSpec
 from ._client import LABEL_CLUSTER, LABEL_ROLE, client, translated
-from ._image import IMAGE, image_present
+from ._image import IMAGE, ensure_redis_image, image_present
 from ._spec import HINTS, DockerClusterSpec
 
 HEAD_PORT, HTTP_PORT, WORKER_PORT = 7000, 7001, 7100
@@ -37,8 +38,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+HEAD_RESTARTS = 5  # crashes of the head container Docker restarts it after
+
+
 def up(name: str, nodes: int, workers_per_node: int | None, image: str | None = None,
-       worker_runtime: str = "container", packages: str = "index") -> ClusterRecord:
+       worker_runtime: str = "container", packages: str = "index", queue: QueueSpec = QueueSpec()) -> ClusterRecord:
     c = client()
     image = image or IMAGE
     if not image_present(c, image):
@@ -52,12 +56,17 @@ def up(name: str, nodes: int, workers_per_node: int | None, image: str | None = 
     try:
         with translated(f"creating cluster {name!r}"):
             net = c.networks.create(f"burla-{name}", driver="bridge", labels={**labels, LABEL_ROLE: "network"})
+            queue_url = queue.head_arg()
+            if queue.type == "redis" and not queue.url:
+                queue_url = _start_redis(c, name, net.name)
             head = f"burla-{name}-head"
             c.containers.run(
-                image, head_args(name, host="0.0.0.0", port=HEAD_PORT, http_port=HTTP_PORT),
+                image, head_args(name, host="0.0.0.0", port=HEAD_PORT, http_port=HTTP_PORT, queue=queue_url),
                 name=head, hostname=head, detach=True, network=net.name, environment={"BURLA_TOKEN": token},
                 ports={f"{HEAD_PORT}/tcp": ("127.0.0.1", tcp), f"{HTTP_PORT}/tcp": ("127.0.0.1", http)},
                 labels={**labels, LABEL_ROLE: "head"},
+                # a crashed head comes back (same name, ports and token); `docker kill` or `burla down` stop it
+                restart_policy={"Name": "on-failure", "MaximumRetryCount": HEAD_RESTARTS},
             )
             for i in range(1, nodes + 1):
                 _start_node(c, name, i, net.name, image, workers_per_node, worker_runtime, token, packages)
@@ -66,6 +75,18 @@ def up(name: str, nodes: int, workers_per_node: int | None, image: str | None = 
         raise
     return ClusterRecord(name=name, provider="docker", head=f"127.0.0.1:{tcp}", http=f"http://127.0.0.1:{http}",
                          token=token)
+
+
+def _start_redis(c: Any, cluster: str, network: str) -> str:
+    """The cluster's own Redis (append-only file on a labelled volume); its URL for the head."""
+    redis_image = ensure_redis_image(c)
+    name = f"burla-{cluster}-redis"
+    labels = {LABEL_CLUSTER: cluster}
+    volume = c.volumes.create(f"{name}-data", labels={**labels, LABEL_ROLE: "volume"})
+    c.containers.run(redis_image, name=name, hostname=name, detach=True, network=network,
+                     volumes={volume.name: {"bind": "/data", "mode": "rw"}}, labels={**labels, LABEL_ROLE: "queue"},
+                     restart_policy={"Name": "on-failure", "MaximumRetryCount": HEAD_RESTARTS})
+    return f"redis://{name}:6379/0"
 
 
 def _start_node(c: Any, cluster: str, i: int, network: str, image: str, workers: int | None, runtime: str,
@@ -132,7 +153,7 @@ class DockerProvider:
     async def up(self, spec: DockerClusterSpec) -> ClusterRecord:
         p = spec.provider
         return await asyncio.to_thread(up, spec.name, spec.nodes, spec.workers_per_node, p.image, p.worker_runtime,
-                                       p.packages)
+                                       p.packages, spec.queue)
 
     def placeholder(self, spec: DockerClusterSpec) -> ClusterRecord:
         return ClusterRecord(name=spec.name, provider=self.kind)  # (down finds its objects by label)

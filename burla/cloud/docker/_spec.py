@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .._spec import ClusterName, NodeCount, WorkersPerNode
+from .._spec import ClusterName, NodeCount, QueueSpec, WorkersPerNode
 
 HINTS = {
     "provider.image": "an image name like burla:0.1.0 (`burla image build` makes it)",
@@ -28,3 +28,4 @@ class DockerClusterSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     name: ClusterName = "local"
     nodes: NodeCount = 1
     workers_per_node: WorkersPerNode | None = None
+    queue: QueueSpec = QueueSpec()  # {type: redis} with no url: the cluster runs its own Redis container

@@ -1,0 +1,42 @@
+"""`queue: {type: redis}` on a Docker cluster: the cluster runs its own Redis container."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+import burla
+from burla import remote_parallel_map as rpm
+
+from .conftest import docker_cluster, docker_objects
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def slow(x):
+    import time
+
+    time.sleep(0.05)
+    return x
+
+
+def redis_cli(container: str, *args: str) -> str:
+    out = subprocess.run(["docker", "exec", container, "redis-cli", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_a_docker_cluster_keeps_its_queues_in_its_own_redis_and_down_removes_it(image, tmp_path):
+    name = f"tq{os.getpid()}"
+    redis = f"burla-{name}-redis"
+    with docker_cluster(tmp_path, name, ", worker_runtime: process", 1, "queue: {type: redis}\n") as record:
+        burla.connect(record["head"], record["token"])
+        gen = rpm(slow, range(40), generator=True, spinner=False)
+        got = [next(gen)]
+        assert redis_cli(redis, "SMEMBERS", "burla:jobs").strip()  # the running job is in Redis
+        got += list(gen)
+        assert sorted(got) == list(range(40))
+        assert redis_cli(redis, "CONFIG", "GET", "appendonly").split() == ["appendonly", "yes"]
+    assert docker_objects(name) == []  # the Redis container and its volume went with the cluster
