@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"burla head: {e}", file=sys.stderr)
             return 2
     try:
-        backend = _backend(args.queue)
+        backend = _backend(args.queue, args.name)
     except ConfigError as e:
         print(f"burla head: {e}", file=sys.stderr)
         return 2
@@ -63,11 +63,11 @@ def main(args: argparse.Namespace) -> int:
     return int(_loop.run(_serve(args, token, tls, backend, announce_token=not given)))
 
 
-def _backend(url: str) -> QueueBackend:
+def _backend(url: str, cluster: str) -> QueueBackend:
     if url == "memory":
         return open_backend()
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return open_backend("redis", url)
+        return open_backend("redis", url, cluster)
     raise ConfigError(f"--queue {url!r}: expected memory or redis://HOST:PORT/DB")
 
 

@@ -103,6 +103,7 @@ class Head:
         """Serve on sockets that are already bound and listening (a parent may
         bind them so that clients can connect before this process is up)."""
         await self.backend.open()
+        await self._drop_stale_jobs()
         self.journal.start()
         self._server = await serve(None, None, self.token, self._on_connection, self.transport, sock=listen,
                                    tls=self.tls)
@@ -111,6 +112,15 @@ class Head:
             self._http_task = asyncio.get_running_loop().create_task(self._start_http(http))
         self._tick_task = asyncio.get_running_loop().create_task(self._tick())
         return HeadAddress(host, port, http.getsockname()[1] if http else 0)
+
+    async def _drop_stale_jobs(self) -> None:
+        """Jobs a previous head of this cluster left in a durable backend: dropped, for now
+        (resuming them is the next step), so they do not pile up there."""
+        if not self.backend.durable:
+            return
+        for job_id in await self.backend.job_ids():
+            log.warning("job %s was left by a previous head of cluster %r: dropping it", job_id, self.name)
+            await self.backend.delete_job(job_id)
 
     async def _start_http(self, sock: socket.socket) -> None:
         from ._http import start_http  # aiohttp is slow to import: keep it off the start-up path

@@ -105,3 +105,29 @@ def test_cluster_yaml_names_the_queue_backend():
     assert load_spec("provider: {type: docker}\nqueue: {type: redis}\n").queue.url == ""  # Docker runs its own
 
 
+
+
+def test_a_new_head_drops_what_a_dead_head_of_its_cluster_left_and_only_that(redis_url):
+    import asyncio
+
+    from burla.scheduler.backends import open_backend
+
+    async def leave(cluster: str, job_id: str) -> None:
+        b = open_backend("redis", redis_url, cluster)
+        await b.open()
+        await b.create_job(job_id, b"spec")
+        await b.add_inputs(job_id, 0, 1, b"in")
+        await b.close()
+
+    asyncio.run(leave("stale", "j-old"))
+    asyncio.run(leave("other", "j-theirs"))
+    head = subprocess.Popen([sys.executable, "-m", "burla", "head", "--name", "stale", "--queue", redis_url],
+                            env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert head.stdout is not None and '"head"' in head.stdout.readline()  # it serves
+        assert all(k.startswith("burla:other:") for k in keys(redis_url)) and keys(redis_url)
+    finally:
+        head.terminate()
+        _, err = head.communicate(timeout=30)
+    assert "job j-old was left by a previous head of cluster 'stale': dropping it" in err

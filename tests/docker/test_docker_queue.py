@@ -35,7 +35,7 @@ def test_a_docker_cluster_keeps_its_queues_in_its_own_redis_and_down_removes_it(
         burla.connect(record["head"], record["token"])
         gen = rpm(slow, range(40), generator=True, spinner=False)
         got = [next(gen)]
-        assert redis_cli(redis, "SMEMBERS", "burla:jobs").strip()  # the running job is in Redis
+        assert redis_cli(redis, "SMEMBERS", f"burla:{name}:jobs").strip()  # the running job is in Redis
         got += list(gen)
         assert sorted(got) == list(range(40))
         assert redis_cli(redis, "CONFIG", "GET", "appendonly").split() == ["appendonly", "yes"]

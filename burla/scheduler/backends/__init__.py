@@ -85,8 +85,8 @@ class QueueBackend(Protocol):
     async def load(self, job_id: str) -> StoredJob | None: ...
 
 
-def open_backend(kind: str = "memory", url: str = "") -> QueueBackend:
-    """The backend ``queue: {type: KIND, url: URL}`` names (not opened yet)."""
+def open_backend(kind: str = "memory", url: str = "", cluster: str = "burla") -> QueueBackend:
+    """The backend ``queue: {type: KIND, url: URL}`` names for ``cluster`` (not opened yet)."""
     if kind == "memory":
         from ._memory import MemoryBackend
 
@@ -94,7 +94,7 @@ def open_backend(kind: str = "memory", url: str = "") -> QueueBackend:
     if kind == "redis":
         from ._redis import RedisBackend
 
-        return RedisBackend(url or "redis://127.0.0.1:6379/0")
+        return RedisBackend(url or "redis://127.0.0.1:6379/0", cluster)
     raise ValueError(f"queue.type: {kind!r} is not a queue backend; use memory or redis")
 
 

@@ -1,17 +1,17 @@
 """The Redis backend (``queue: {type: redis, url: redis://HOST:PORT/DB}``), Redis >= 7.0.
 
-Keys of job J (one hash slot, ``{J}``, so a Redis Cluster keeps a job on
-one shard):
+Keys of job J of cluster C (one hash slot, ``{J}``, so a Redis Cluster
+keeps a job on one shard; C lets clusters share a Redis):
 
-- ``burla:{J}:meta``    hash: ``spec`` (the encoded SubmitJob), ``total``, ``status``,
+- ``burla:C:{J}:meta``    hash: ``spec`` (the encoded SubmitJob), ``total``, ``status``,
   ``acked`` (results the client acknowledged)
-- ``burla:{J}:inputs``  hash: input batch start -> encoded InputBatch
-- ``burla:{J}:sizes``   hash: input batch start -> inputs in it
-- ``burla:{J}:starts``  sorted set of those starts (to find a result's batch)
-- ``burla:{J}:done``    bitmap: bit i set once input i has a stored result
-- ``burla:{J}:attempts`` hash: input index -> crashes charged
-- ``burla:{J}:results`` list: encoded ResultBatch not acknowledged, oldest first
-- ``burla:jobs``        set of job ids
+- ``burla:C:{J}:inputs``  hash: input batch start -> encoded InputBatch
+- ``burla:C:{J}:sizes``   hash: input batch start -> inputs in it
+- ``burla:C:{J}:starts``  sorted set of those starts (to find a result's batch)
+- ``burla:C:{J}:done``    bitmap: bit i set once input i has a stored result
+- ``burla:C:{J}:attempts`` hash: input index -> crashes charged
+- ``burla:C:{J}:results`` list: encoded ResultBatch not acknowledged, oldest first
+- ``burla:C:jobs``        set of job ids
 
 Each step is one command, a MULTI transaction or one Lua script, so it is
 atomic; ``store_result`` is a script: check, mark done, keep, tidy.
@@ -84,13 +84,15 @@ def _reached(step: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine
 class RedisBackend:
     durable = True
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, cluster: str = "burla"):
         self.url = url
+        self.prefix = f"burla:{cluster}:"
+        self._jobs = f"{self.prefix}jobs"
         self._redis: Any = None
         self._store: Any = None
 
     def _keys(self, job_id: str, *names: str) -> list[str]:
-        return [f"burla:{{{job_id}}}:{n}" for n in names]
+        return [f"{self.prefix}{{{job_id}}}:{n}" for n in names]
 
     async def open(self) -> None:
         try:
@@ -132,7 +134,7 @@ class RedisBackend:
             p.hsetnx(meta, "spec", spec)
             p.hsetnx(meta, "total", -1)
             p.hsetnx(meta, "status", "")
-            p.sadd("burla:jobs", job_id)
+            p.sadd(self._jobs, job_id)
             await p.execute()
 
     @_reached
@@ -174,12 +176,12 @@ class RedisBackend:
         keys = self._keys(job_id, "meta", "inputs", "sizes", "starts", "done", "attempts", "results")
         async with self._redis.pipeline(transaction=True) as p:
             p.delete(*keys)
-            p.srem("burla:jobs", job_id)
+            p.srem(self._jobs, job_id)
             await p.execute()
 
     @_reached
     async def job_ids(self) -> list[str]:
-        return sorted(j.decode() for j in await self._redis.smembers("burla:jobs"))
+        return sorted(j.decode() for j in await self._redis.smembers(self._jobs))
 
     @_reached
     async def load(self, job_id: str) -> StoredJob | None:
