@@ -32,9 +32,10 @@ from typing import Any, TypeVar
 from .._errors import QueueUnavailable
 from ..transport.messages import AnyInputBatch, AnyResultBatch, SubmitJob, encode
 from ._records import Command, ToClient
-from .backends import QueueBackend
+from .backends import QueueBackend, Step
 
 log = logging.getLogger("burla.head.journal")
+MAX_BATCH = 256  # pending events whose facts go to the backend in one round trip
 T = TypeVar("T")
 
 
@@ -110,62 +111,66 @@ class Journal:
             return
         refused: set[int] = set()
         if facts and not self._broken:  # the in-process backend: written on the spot
-            for fact in facts:
-                if (r := _now(self._apply(fact))) is not None:
-                    refused.add(id(r))
+            refused = _refused(facts, _now(self.backend.write([_step(f) for f in facts])))
         self._send(_without(cmds, refused) if refused else cmds)
 
     async def _write_forever(self) -> None:
+        """Write what is pending, up to MAX_BATCH events' facts in one backend round trip, then
+        send those events' commands, in order."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                facts, cmds = self._pending[0]
+                entries = [self._pending[i] for i in range(min(len(self._pending), MAX_BATCH))]
                 refused: set[int] = set()
-                for fact in facts if not self._broken else ():
-                    r = await self._with_retries(fact)
-                    if r is not None:
-                        refused.add(id(r))
-                self._pending.popleft()
-                self._send(_without(cmds, refused) if refused else cmds)
+                if not self._broken:
+                    facts = [f for fs, _ in entries for f in fs]
+                    refused = _refused(facts, await self._with_retries([_step(f) for f in facts]) if facts else [])
+                for _ in entries:
+                    self._pending.popleft()
+                for _, cmds in entries:
+                    self._send(_without(cmds, refused) if refused else cmds)
 
-    async def _with_retries(self, fact: Fact) -> AnyResultBatch | None:
+    async def _with_retries(self, steps: list[Step]) -> list[bool]:
         loop = asyncio.get_running_loop()
         deadline, delay = loop.time() + self.outage_s, 0.05
         while True:
             try:
-                return await self._apply(fact)
+                return await self.backend.write(steps)
             except QueueUnavailable as e:
                 if loop.time() + delay > deadline:
                     self._broken = f"the queue backend failed for {self.outage_s:g}s ({e})"
                     log.error("%s: failing its jobs", self._broken)
                     self._send(self._fail_all(self._broken))
-                    return None
+                    return [True] * len(steps)
                 log.warning("queue backend: %s; retrying in %.2fs", e, delay)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 2.0)
 
-    async def _apply(self, fact: Fact) -> AnyResultBatch | None:
-        """Write one fact; a result the backend refuses (a duplicate) is returned."""
-        b = self.backend
-        match fact:
-            case ResultFinal(result=rb):
-                ok = await b.store_result(rb.job_id, rb.start, len(rb.ends), encode(rb))
-                return None if ok else rb
-            case InputsAdded(batch=batch):
-                await b.add_inputs(batch.job_id, batch.start, len(batch.ends), encode(batch))
-            case JobCreated(spec=spec):
-                await b.create_job(spec.job_id, bytes(encode(spec)))
-            case InputsComplete(job_id=job_id, total=total):
-                await b.inputs_done(job_id, total)
-            case AttemptCharged(job_id=job_id, index=index, attempts=attempts):
-                await b.set_attempts(job_id, index, attempts)
-            case ResultsAcked(job_id=job_id, upto=upto):
-                await b.results_acked(job_id, upto)
-            case JobFinished(job_id=job_id):
-                # Nothing resumes an ended job yet: its record goes with it.
-                await b.delete_job(job_id)
-        return None
+
+def _step(fact: Fact) -> Step:
+    """The backend step that writes ``fact``."""
+    match fact:
+        case ResultFinal(result=rb):
+            return Step("store_result", (rb.job_id, rb.start, len(rb.ends), encode(rb)))
+        case InputsAdded(batch=batch):
+            return Step("add_inputs", (batch.job_id, batch.start, len(batch.ends), encode(batch)))
+        case JobCreated(spec=spec):
+            return Step("create_job", (spec.job_id, bytes(encode(spec))))
+        case InputsComplete(job_id=job_id, total=total):
+            return Step("inputs_done", (job_id, total))
+        case AttemptCharged(job_id=job_id, index=index, attempts=attempts):
+            return Step("set_attempts", (job_id, index, attempts))
+        case ResultsAcked(job_id=job_id, upto=upto):
+            return Step("results_acked", (job_id, upto))
+        case JobFinished(job_id=job_id):
+            return Step("delete_job", (job_id,))  # nothing resumes an ended job yet: its record goes
+    raise TypeError(f"not a journal fact: {fact!r}")
+
+
+def _refused(facts: list[Fact], answers: list[bool]) -> set[int]:
+    """ids of the results the backend refused (duplicates): their commands are dropped."""
+    return {id(f.result) for f, ok in zip(facts, answers, strict=True) if not ok and isinstance(f, ResultFinal)}
 
 
 def _without(cmds: list[Command], refused: set[int]) -> list[Command]:

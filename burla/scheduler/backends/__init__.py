@@ -29,7 +29,7 @@ nothing outlives the head) and ``RedisBackend`` (``queue: {type: redis}``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 Blob: TypeAlias = bytes | bytearray | memoryview  # an encoded message (a received frame is kept as it came)
 
@@ -57,6 +57,14 @@ class StoredJob:
         return sum(bin(b).count("1") for b in self.done_bits)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One write step, by the name of the ``QueueBackend`` method that does it alone."""
+
+    name: str  # create_job, add_inputs, inputs_done, store_result, set_attempts, results_acked, end_job, delete_job
+    args: tuple[Any, ...]
+
+
 class QueueBackend(Protocol):
     """Every method is one atomic step of the backend."""
 
@@ -81,6 +89,10 @@ class QueueBackend(Protocol):
         """Record how the job ended and drop its inputs; unacknowledged results stay."""
 
     async def delete_job(self, job_id: str) -> None: ...
+    async def write(self, steps: list[Step]) -> list[bool]:
+        """Several write steps, in order, atomically and in one round trip where the backend
+        can; per step, ``store_result``'s answer, else True."""
+
     async def job_ids(self) -> list[str]: ...
     async def load(self, job_id: str) -> StoredJob | None: ...
 
@@ -98,4 +110,4 @@ def open_backend(kind: str = "memory", url: str = "", cluster: str = "burla") ->
     raise ValueError(f"queue.type: {kind!r} is not a queue backend; use memory or redis")
 
 
-__all__ = ["Blob", "QueueBackend", "StoredJob", "open_backend"]
+__all__ = ["Blob", "QueueBackend", "Step", "StoredJob", "open_backend"]

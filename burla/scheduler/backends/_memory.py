@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from bisect import bisect_left, bisect_right, insort
 
-from . import Blob, StoredJob
+from . import Blob, Step, StoredJob
 
 
 class Ranges:
@@ -123,6 +123,13 @@ class MemoryBackend:
 
     async def delete_job(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
+
+    async def write(self, steps: list[Step]) -> list[bool]:
+        out = []
+        for step in steps:
+            answer = await getattr(self, step.name)(*step.args)
+            out.append(answer if isinstance(answer, bool) else True)
+        return out
 
     async def job_ids(self) -> list[str]:
         return list(self._jobs)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from ..._errors import QueueUnavailable
-from . import Blob, StoredJob
+from . import Blob, Step, StoredJob
 
 _STORE_RESULT = """
 local meta, done, results, inputs, sizes, starts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -127,57 +127,87 @@ class RedisBackend:
             await self._redis.aclose()
             self._redis = None
 
-    @_reached
-    async def create_job(self, job_id: str, spec: bytes) -> None:
+    # Each write step queues its commands on a MULTI/EXEC pipeline ``p`` (``_q_*``); one step is
+    # one round trip, and ``write`` sends many steps in one.  ``_q_*`` return the index of the
+    # command whose reply is the step's answer (store_result's), else None.
+
+    async def _q_create_job(self, p: Any, job_id: str, spec: bytes) -> int | None:
         (meta,) = self._keys(job_id, "meta")
-        async with self._redis.pipeline(transaction=True) as p:
-            p.hsetnx(meta, "spec", spec)
-            p.hsetnx(meta, "total", -1)
-            p.hsetnx(meta, "status", "")
-            p.sadd(self._jobs, job_id)
-            await p.execute()
+        p.hsetnx(meta, "spec", spec)
+        p.hsetnx(meta, "total", -1)
+        p.hsetnx(meta, "status", "")
+        p.sadd(self._jobs, job_id)
+        return None
 
-    @_reached
-    async def add_inputs(self, job_id: str, start: int, size: int, batch: Blob) -> None:
+    async def _q_add_inputs(self, p: Any, job_id: str, start: int, size: int, batch: Blob) -> int | None:
         inputs, sizes, starts = self._keys(job_id, "inputs", "sizes", "starts")
-        async with self._redis.pipeline(transaction=True) as p:
-            p.hset(inputs, str(start), _sendable(batch))
-            p.hset(sizes, str(start), size)
-            p.zadd(starts, {str(start): start})
-            await p.execute()
+        p.hset(inputs, str(start), _sendable(batch))
+        p.hset(sizes, str(start), size)
+        p.zadd(starts, {str(start): start})
+        return None
 
-    @_reached
-    async def inputs_done(self, job_id: str, total: int) -> None:
-        await self._redis.hset(self._keys(job_id, "meta")[0], "total", total)
+    async def _q_inputs_done(self, p: Any, job_id: str, total: int) -> int | None:
+        p.hset(self._keys(job_id, "meta")[0], "total", total)
+        return None
 
-    @_reached
-    async def store_result(self, job_id: str, start: int, n: int, result: Blob) -> bool:
+    async def _q_store_result(self, p: Any, job_id: str, start: int, n: int, result: Blob) -> int | None:
         keys = self._keys(job_id, "meta", "done", "results", "inputs", "sizes", "starts")
-        return bool(await self._store(keys=keys, args=[start, n, _sendable(result)]))
+        await self._store(keys=keys, args=[start, n, _sendable(result)], client=p)
+        return len(p.command_stack) - 1
 
-    @_reached
-    async def set_attempts(self, job_id: str, index: int, attempts: int) -> None:
-        await self._redis.hset(self._keys(job_id, "attempts")[0], str(index), attempts)
+    async def _q_set_attempts(self, p: Any, job_id: str, index: int, attempts: int) -> int | None:
+        p.hset(self._keys(job_id, "attempts")[0], str(index), attempts)
+        return None
 
-    @_reached
-    async def results_acked(self, job_id: str, upto: int) -> None:
-        await self._ack(keys=self._keys(job_id, "meta", "results"), args=[upto])
+    async def _q_results_acked(self, p: Any, job_id: str, upto: int) -> int | None:
+        await self._ack(keys=self._keys(job_id, "meta", "results"), args=[upto], client=p)
+        return None
 
-    @_reached
-    async def end_job(self, job_id: str, status: str) -> None:
+    async def _q_end_job(self, p: Any, job_id: str, status: str) -> int | None:
         meta, inputs, sizes, starts = self._keys(job_id, "meta", "inputs", "sizes", "starts")
-        async with self._redis.pipeline(transaction=True) as p:
-            p.hset(meta, "status", status)
-            p.delete(inputs, sizes, starts)
-            await p.execute()
+        p.hset(meta, "status", status)
+        p.delete(inputs, sizes, starts)
+        return None
+
+    async def _q_delete_job(self, p: Any, job_id: str) -> int | None:
+        keys = self._keys(job_id, "meta", "inputs", "sizes", "starts", "done", "attempts", "results")
+        p.delete(*keys)
+        p.srem(self._jobs, job_id)
+        return None
 
     @_reached
-    async def delete_job(self, job_id: str) -> None:
-        keys = self._keys(job_id, "meta", "inputs", "sizes", "starts", "done", "attempts", "results")
+    async def write(self, steps: list[Step]) -> list[bool]:
         async with self._redis.pipeline(transaction=True) as p:
-            p.delete(*keys)
-            p.srem(self._jobs, job_id)
-            await p.execute()
+            marks = [await getattr(self, f"_q_{step.name}")(p, *step.args) for step in steps]
+            replies = await p.execute()
+        return [bool(replies[m]) if m is not None else True for m in marks]
+
+    async def _one(self, name: str, *args: Any) -> bool:
+        return (await self.write([Step(name, args)]))[0]
+
+    async def create_job(self, job_id: str, spec: bytes) -> None:
+        await self._one("create_job", job_id, spec)
+
+    async def add_inputs(self, job_id: str, start: int, size: int, batch: Blob) -> None:
+        await self._one("add_inputs", job_id, start, size, batch)
+
+    async def inputs_done(self, job_id: str, total: int) -> None:
+        await self._one("inputs_done", job_id, total)
+
+    async def store_result(self, job_id: str, start: int, n: int, result: Blob) -> bool:
+        return await self._one("store_result", job_id, start, n, result)
+
+    async def set_attempts(self, job_id: str, index: int, attempts: int) -> None:
+        await self._one("set_attempts", job_id, index, attempts)
+
+    async def results_acked(self, job_id: str, upto: int) -> None:
+        await self._one("results_acked", job_id, upto)
+
+    async def end_job(self, job_id: str, status: str) -> None:
+        await self._one("end_job", job_id, status)
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._one("delete_job", job_id)
 
     @_reached
     async def job_ids(self) -> list[str]:
