@@ -23,7 +23,9 @@ hanging.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -94,6 +96,8 @@ class Journal:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._broken = ""  # why the backend was given up on
+        self._epoch = secrets.token_hex(4)  # with a counter, names each write (see store_result)
+        self._writes = itertools.count()
 
     def start(self) -> None:
         if not self._immediate:
@@ -125,7 +129,8 @@ class Journal:
                 refused: set[int] = set()
                 if not self._broken:
                     facts = [f for fs, _ in entries for f in fs]
-                    refused = _refused(facts, await self._with_retries([_step(f) for f in facts]) if facts else [])
+                    steps = [_step(f, f"{self._epoch}.{next(self._writes)}") for f in facts]
+                    refused = _refused(facts, await self._with_retries(steps) if steps else [])
                 for _ in entries:
                     self._pending.popleft()
                 for _, cmds in entries:
@@ -148,11 +153,11 @@ class Journal:
                 delay = min(2 * delay, 2.0)
 
 
-def _step(fact: Fact) -> Step:
+def _step(fact: Fact, write_id: str = "") -> Step:
     """The backend step that writes ``fact``."""
     match fact:
         case ResultFinal(result=rb):
-            return Step("store_result", (rb.job_id, rb.start, len(rb.ends), encode(rb)))
+            return Step("store_result", (rb.job_id, rb.start, len(rb.ends), encode(rb), write_id))
         case InputsAdded(batch=batch):
             return Step("add_inputs", (batch.job_id, batch.start, len(batch.ends), encode(batch)))
         case JobCreated(spec=spec):

@@ -64,6 +64,16 @@ def test_a_second_result_for_any_done_input_is_refused_and_changes_nothing(backe
     assert run(backend.load("j2")).inputs == {}
 
 
+def test_a_result_write_sent_again_after_a_lost_reply_is_not_taken_for_a_duplicate(backend):
+    run = backend.run
+    run(backend.create_job("j5", b"s"))
+    run(backend.add_inputs("j5", 0, 2, b"in"))
+    assert run(backend.store_result("j5", 0, 2, b"r", "head1.7"))
+    assert run(backend.store_result("j5", 0, 2, b"r", "head1.7"))  # the same write again: still True
+    assert not run(backend.store_result("j5", 0, 2, b"r", "head2.1"))  # another head's rerun: refused
+    assert run(backend.load("j5")).results == [b"r"]
+
+
 def test_an_ended_job_drops_its_inputs_but_keeps_results_until_deleted(backend):
     run = backend.run
     run(backend.create_job("j3", b"s"))

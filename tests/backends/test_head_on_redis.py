@@ -131,3 +131,20 @@ def test_a_new_head_drops_what_a_dead_head_of_its_cluster_left_and_only_that(red
         head.terminate()
         _, err = head.communicate(timeout=30)
     assert "job j-old was left by a previous head of cluster 'stale': dropping it" in err
+
+
+def test_redis_restarted_mid_job_with_persistence_loses_and_repeats_nothing(clusters):
+    server = RedisServer(persist=True)
+    try:
+        cluster = clusters.start(nodes=1, workers_per_node=2, queue=server.url)
+        burla.connect(cluster.record.head, cluster.record.token)
+        got: list[int] = []
+        for x in rpm(slow, range(150), generator=True, spinner=False):
+            got.append(x)
+            if len(got) in (20, 60, 100):  # three restarts, each with writes in flight
+                server.kill()
+                server.start()
+        assert sorted(got) == list(range(150))  # each input once: none lost, none twice
+        wait_until(lambda: keys(server.url) == [], 10, "the ended job's keys to go")
+    finally:
+        server.close()

@@ -75,10 +75,11 @@ class QueueBackend(Protocol):
     async def create_job(self, job_id: str, spec: bytes) -> None: ...
     async def add_inputs(self, job_id: str, start: int, size: int, batch: Blob) -> None: ...
     async def inputs_done(self, job_id: str, total: int) -> None: ...
-    async def store_result(self, job_id: str, start: int, n: int, result: Blob) -> bool:
+    async def store_result(self, job_id: str, start: int, n: int, result: Blob, write_id: str = "") -> bool:
         """Inputs ``start .. start+n-1`` have their ``result``: keep it until acknowledged and
         drop input batches left with nothing to do.  False, changing nothing, if any of those
-        inputs is done already (or the job is unknown): a duplicate, to be dropped."""
+        inputs is done already (or the job is unknown): a duplicate, to be dropped -- unless
+        that was this same ``write_id`` (the step sent again after its reply was lost)."""
 
     async def set_attempts(self, job_id: str, index: int, attempts: int) -> None: ...
     async def results_acked(self, job_id: str, upto: int) -> None:

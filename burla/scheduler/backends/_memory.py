@@ -57,6 +57,7 @@ class _Job:
         self.sizes: dict[int, int] = {}  # input batch start -> inputs in it
         self.starts: list[int] = []  # of the stored input batches, sorted
         self.done = Ranges()
+        self.writes: dict[int, str] = {}  # result start -> the write_id that stored it
 
 
 class MemoryBackend:
@@ -86,13 +87,17 @@ class MemoryBackend:
         if (job := self._jobs.get(job_id)) is not None:
             job.stored.total = total
 
-    async def store_result(self, job_id: str, start: int, n: int, result: Blob) -> bool:
+    async def store_result(self, job_id: str, start: int, n: int, result: Blob, write_id: str = "") -> bool:
         job = self._jobs.get(job_id)
         end = start + n
-        if job is None or n < 1 or job.done.overlaps(start, end):
+        if job is None or n < 1:
             return False
+        if job.done.overlaps(start, end):
+            return bool(write_id) and job.writes.get(start) == write_id  # this write, sent again
         job.done.add(start, end)
         job.stored.results.append(result)
+        if write_id:
+            job.writes[start] = write_id
         at = max(0, bisect_right(job.starts, start) - 1)  # the batches these inputs came from
         while at < len(job.starts) and (s := job.starts[at]) < end:
             covered = min(end, s + job.sizes[s]) - max(start, s)

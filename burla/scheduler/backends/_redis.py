@@ -11,6 +11,8 @@ keeps a job on one shard; C lets clusters share a Redis):
 - ``burla:C:{J}:done``    bitmap: bit i set once input i has a stored result
 - ``burla:C:{J}:attempts`` hash: input index -> crashes charged
 - ``burla:C:{J}:results`` list: encoded ResultBatch not acknowledged, oldest first
+- ``burla:C:{J}:writes`` hash: result start -> id of the write that stored it (a write
+  re-sent after its reply was lost is told True again, not refused as a duplicate)
 - ``burla:C:jobs``        set of job ids
 
 Each step is one command, a MULTI transaction or one Lua script, so it is
@@ -27,13 +29,18 @@ from ..._errors import QueueUnavailable
 from . import Blob, Step, StoredJob
 
 _STORE_RESULT = """
-local meta, done, results, inputs, sizes, starts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local meta, done, results, inputs, sizes, starts, writes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local first, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 local last = first + n - 1
 if n < 1 or redis.call('EXISTS', meta) == 0 then return 0 end
-if redis.call('BITCOUNT', done, first, last, 'BIT') > 0 then return 0 end
-for i = first, last do redis.call('SETBIT', done, i, 1) end
-redis.call('RPUSH', results, ARGV[3])
+if redis.call('BITCOUNT', done, first, last, 'BIT') > 0 then
+  -- done already: a duplicate, unless it is this very write sent again (its reply was lost)
+  if ARGV[4] == '' or redis.call('HGET', writes, first) ~= ARGV[4] then return 0 end
+else
+  for i = first, last do redis.call('SETBIT', done, i, 1) end
+  redis.call('RPUSH', results, ARGV[3])
+  if ARGV[4] ~= '' then redis.call('HSET', writes, first, ARGV[4]) end
+end
 local found = redis.call('ZREVRANGEBYSCORE', starts, first, '-inf', 'LIMIT', 0, 1)
 for _, s in ipairs(redis.call('ZRANGEBYSCORE', starts, '(' .. first, last)) do table.insert(found, s) end
 for _, s in ipairs(found) do
@@ -150,9 +157,10 @@ class RedisBackend:
         p.hset(self._keys(job_id, "meta")[0], "total", total)
         return None
 
-    async def _q_store_result(self, p: Any, job_id: str, start: int, n: int, result: Blob) -> int | None:
-        keys = self._keys(job_id, "meta", "done", "results", "inputs", "sizes", "starts")
-        await self._store(keys=keys, args=[start, n, _sendable(result)], client=p)
+    async def _q_store_result(self, p: Any, job_id: str, start: int, n: int, result: Blob,
+                              write_id: str = "") -> int | None:
+        keys = self._keys(job_id, "meta", "done", "results", "inputs", "sizes", "starts", "writes")
+        await self._store(keys=keys, args=[start, n, _sendable(result), write_id], client=p)
         return len(p.command_stack) - 1
 
     async def _q_set_attempts(self, p: Any, job_id: str, index: int, attempts: int) -> int | None:
@@ -170,7 +178,7 @@ class RedisBackend:
         return None
 
     async def _q_delete_job(self, p: Any, job_id: str) -> int | None:
-        keys = self._keys(job_id, "meta", "inputs", "sizes", "starts", "done", "attempts", "results")
+        keys = self._keys(job_id, "meta", "inputs", "sizes", "starts", "done", "attempts", "results", "writes")
         p.delete(*keys)
         p.srem(self._jobs, job_id)
         return None
@@ -194,8 +202,8 @@ class RedisBackend:
     async def inputs_done(self, job_id: str, total: int) -> None:
         await self._one("inputs_done", job_id, total)
 
-    async def store_result(self, job_id: str, start: int, n: int, result: Blob) -> bool:
-        return await self._one("store_result", job_id, start, n, result)
+    async def store_result(self, job_id: str, start: int, n: int, result: Blob, write_id: str = "") -> bool:
+        return await self._one("store_result", job_id, start, n, result, write_id)
 
     async def set_attempts(self, job_id: str, index: int, attempts: int) -> None:
         await self._one("set_attempts", job_id, index, attempts)
