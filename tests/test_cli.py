@@ -63,6 +63,13 @@ def test_up_status_map_down(tmp_path, cli_env):
     assert ran.returncode == 0, ran.stderr
     assert len(json.loads(ran.stdout)) == 2  # both nodes worked on it
 
+    jobs = burla_cli("jobs", env=cli_env)
+    assert jobs.returncode == 0 and jobs.stdout.split("\n")[0].split() == ["JOB", "FUNCTION", "STATE", "DONE",
+                                                                            "FAILED", "SECONDS"], jobs.stdout
+    listed = json.loads(burla_cli("jobs", "--json", env=cli_env).stdout)
+    assert [(j["state"], j["done"], j["total"]) for j in listed] == [("done", 4, 4)]
+    assert f"{listed[0]['job_id']} " in jobs.stdout and " done " in jobs.stdout and " 4/4 " in jobs.stdout
+
     down = burla_cli("down", env=cli_env)
     assert down.returncode == 0, down.stderr
     assert not record_path.exists()
@@ -184,6 +191,11 @@ def test_unknown_provider_lists_the_plugged_in_ones(tmp_path, fake_env):
     spec.write_text("provider: {type: aws}\n")
     out = burla_cli("up", str(spec), env=fake_env)
     assert out.returncode == 2 and "supported: local, docker, gce, fake" in out.stderr
+
+
+def test_jobs_without_a_cluster_says_so(cli_env):
+    out = burla_cli("jobs", env=cli_env)
+    assert out.returncode == 1 and out.stderr.startswith("burla jobs: no cluster up")
 
 
 def test_down_without_cluster_says_so(cli_env):
