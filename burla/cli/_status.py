@@ -62,7 +62,8 @@ def main(args: argparse.Namespace) -> int:
         return 0 if answered else 1
     print(f"cluster {out['name']!r}: head {out['head']}  API {out['http']}"
           + ("  (TLS: the cluster's CA, `burla status --ca`)" if record.ca else ""))
-    print(f"  {len(out['nodes'])} node(s), {out['workers']} worker(s), {cluster['jobs_running']} job(s) running")
+    print(f"  {len(out['nodes'])} node(s), {out['workers']} worker(s), {cluster['jobs_running']} job(s) running"
+          + (f", queues in {cluster['queue']}" if cluster.get("queue", "memory") != "memory" else ""))
     for n in out["nodes"]:
         print(f"  node {n['node_id']}: {n['cpus']} CPUs, {n['workers']} workers, job {n['job_id'] or '-'}")
     now = time.time()

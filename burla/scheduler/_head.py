@@ -250,7 +250,7 @@ class Head:
     # --- the view the HTTP layer is given (_view.HeadView) -------------------------
 
     def cluster_summary(self) -> dict[str, Any]:
-        return cluster_summary(self.name, self.started_at, self.state, self.node_info)
+        return cluster_summary(self.name, self.started_at, self.state, self.node_info, self.backend.where)
 
     def cancel_job(self, job_id: str, reason: str) -> bool:
         if job_id not in self.state.jobs:

@@ -36,7 +36,8 @@ class HeadView(Protocol):
     def restart_node(self, node_id: str) -> bool: ...
 
 
-def cluster_summary(name: str, started_at: float, state: HeadState, nodes: dict[str, NodeInfo]) -> dict[str, Any]:
+def cluster_summary(name: str, started_at: float, state: HeadState, nodes: dict[str, NodeInfo],
+                    queue: str = "memory") -> dict[str, Any]:
     """The cluster as ``GET /v1/cluster`` shows it."""
     now = time.time()
     out = []
@@ -54,5 +55,5 @@ def cluster_summary(name: str, started_at: float, state: HeadState, nodes: dict[
     return {
         "name": name, "status": "up", "uptime_s": round(now - started_at, 1), "nodes": out,
         "workers": state.pool.slots,
-        "cpus": sum(n.cpus for n in state.nodes.values()), "jobs_running": len(state.jobs),
+        "cpus": sum(n.cpus for n in state.nodes.values()), "jobs_running": len(state.jobs), "queue": queue,
     }

@@ -126,6 +126,11 @@ def test_an_unreachable_redis_is_one_clear_error():
         asyncio.run(b.open())
 
 
+def test_a_redis_password_never_shows():
+    b = open_backend("redis", "redis://:hunter2@10.0.0.5:6379/0")
+    assert b.where == "redis://***@10.0.0.5:6379/0"
+
+
 def test_an_unknown_backend_is_named():
     with pytest.raises(ValueError, match=r"queue\.type: .mongo. is not a queue backend; use memory or redis"):
         open_backend("mongo")

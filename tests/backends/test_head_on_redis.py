@@ -32,7 +32,10 @@ def keys(url: str) -> list[str]:
 
 
 def test_jobs_run_with_their_queues_in_redis_and_leave_nothing_there(clusters, redis_url):
+    from ..conftest import http_get
+
     cluster = clusters.start(nodes=1, workers_per_node=2, queue=redis_url)
+    assert http_get(cluster, "/v1/cluster")["queue"] == redis_url
     burla.connect(cluster.record.head, cluster.record.token)
     assert rpm(slow, range(200), spinner=False) == list(range(200))
     with pytest.raises(ZeroDivisionError):

@@ -69,6 +69,7 @@ class QueueBackend(Protocol):
     """Every method is one atomic step of the backend."""
 
     durable: bool  # does a job outlive the head's process?
+    where: str  # for people: "memory", or the Redis URL without its password
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

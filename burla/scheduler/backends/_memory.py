@@ -62,6 +62,7 @@ class _Job:
 
 class MemoryBackend:
     durable = False
+    where = "memory"
 
     def __init__(self) -> None:
         self._jobs: dict[str, _Job] = {}

@@ -22,6 +22,7 @@ atomic; ``store_result`` is a script: check, mark done, keep, tidy.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -83,7 +84,7 @@ def _reached(step: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine
         try:
             return await step(*args, **kwargs)
         except (ConnectionError, TimeoutError) as e:
-            raise QueueUnavailable(f"Redis at {getattr(args[0], 'url', '?')}: {e}") from None
+            raise QueueUnavailable(f"Redis at {getattr(args[0], 'where', '?')}: {e}") from None
 
     return wrapper
 
@@ -93,6 +94,7 @@ class RedisBackend:
 
     def __init__(self, url: str, cluster: str = "burla"):
         self.url = url
+        self.where = re.sub(r"//[^@/]*@", "//***@", url)  # the password stays out of APIs and logs
         self.prefix = f"burla:{cluster}:"
         self._jobs = f"{self.prefix}jobs"
         self._redis: Any = None
@@ -120,12 +122,12 @@ class RedisBackend:
             info = await probe.info("server")
         except Exception as e:
             await self._redis.aclose()
-            raise QueueUnavailable(f"cannot reach Redis at {self.url}: {e}") from None
+            raise QueueUnavailable(f"cannot reach Redis at {self.where}: {e}") from None
         finally:
             await probe.aclose()
         if int(str(info.get("redis_version", "0")).split(".")[0]) < 7:
             await self._redis.aclose()
-            raise QueueUnavailable(f"Redis at {self.url} is {info.get('redis_version')}; burla needs Redis >= 7.0")
+            raise QueueUnavailable(f"Redis at {self.where} is {info.get('redis_version')}; burla needs Redis >= 7.0")
         self._store = self._redis.register_script(_STORE_RESULT)
         self._ack = self._redis.register_script(_ACK)
 
