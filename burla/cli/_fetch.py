@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from .._config import ClusterRecord
@@ -40,12 +41,14 @@ class _NotYet(Exception):
     pass
 
 
-def wait_ready(record: ClusterRecord, nodes: int, timeout: float) -> None:
-    """Return once ``nodes`` nodes have registered with the head; TimeoutError after ``timeout``."""
+def wait_ready(record: ClusterRecord, nodes: int, timeout: float, check: Callable[[], None] = lambda: None) -> None:
+    """Return once ``nodes`` nodes have registered with the head; TimeoutError after ``timeout``.
+    ``check`` runs before each attempt (it may raise: an interruption)."""
     seen = 0
 
     def registered() -> None:
         nonlocal seen
+        check()
         try:
             seen = len(fetch(record, "/v1/cluster", 1.0)["nodes"])
         except (OSError, ValueError) as e:

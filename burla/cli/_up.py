@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,19 @@ def _read_spec(path_text: str | None) -> Any:
     return load_spec(path.read_text(), path_text)
 
 
+_signalled = threading.Event()
+
+
 def _interrupted(signum: int, frame: object) -> None:
+    # Raised here, the interrupt can land in a finalizer (a ``__del__`` running just then), where
+    # Python prints and swallows it: the flag makes sure the next check raises it for real.
+    _signalled.set()
     raise KeyboardInterrupt
+
+
+def _check_interrupted() -> None:
+    if _signalled.is_set():
+        raise KeyboardInterrupt
 
 
 def _undo(provider: Any, name: str, record: ClusterRecord | None) -> int:
@@ -69,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
     provider = get_provider(provider_type(spec))
     # Before the first create call: a `burla up` killed from here on leaves what `burla down` needs.
     _config.save_pending(provider.placeholder(spec))
-    previous = signal.signal(signal.SIGTERM, _interrupted)  # SIGTERM cleans up as Ctrl-C does
+    previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}  # both clean up
     record = None
     try:
         try:
@@ -78,8 +90,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"burla up: {e}", file=sys.stderr)
             _config.remove_cluster(spec.name)
             return 1
+        _check_interrupted()
         try:
-            wait_ready(record, spec.nodes, args.timeout or provider.ready_timeout)
+            wait_ready(record, spec.nodes, args.timeout or provider.ready_timeout, _check_interrupted)
         except TimeoutError as e:
             asyncio.run(provider.down(record.name, record))
             _config.remove_cluster(spec.name)
@@ -88,7 +101,8 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _undo(provider, spec.name, record)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     path = _config.save_cluster(record)
     print(f"cluster {spec.name!r} is up: head {record.head}, API {record.http}, {spec.nodes} node(s)")
     print(f"dashboard: {record.http}/  (log in with `burla dashboard`, which prints a link carrying the token)")

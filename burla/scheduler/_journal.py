@@ -144,13 +144,21 @@ class Journal:
                 return await self.backend.write(steps)
             except QueueUnavailable as e:
                 if loop.time() + delay > deadline:
-                    self._broken = f"the queue backend failed for {self.outage_s:g}s ({e})"
-                    log.error("%s: failing its jobs", self._broken)
-                    self._send(self._fail_all(self._broken))
-                    return [True] * len(steps)
+                    return self._give_up(f"the queue backend failed for {self.outage_s:g}s ({e})", steps)
+
                 log.warning("queue backend: %s; retrying in %.2fs", e, delay)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 2.0)
+            except Exception as e:  # not an outage (a refused command): retrying would not help
+                log.exception("queue backend refused a write")
+                return self._give_up(f"the queue backend refused a write ({type(e).__name__}: {e})", steps)
+
+    def _give_up(self, why: str, steps: list[Step]) -> list[bool]:
+        """Stop writing to the backend and fail every job, saying why: never leave them hanging."""
+        self._broken = why
+        log.error("%s: failing its jobs", why)
+        self._send(self._fail_all(why))
+        return [True] * len(steps)
 
 
 def _step(fact: Fact, write_id: str = "") -> Step:

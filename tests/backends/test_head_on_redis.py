@@ -151,3 +151,19 @@ def test_redis_restarted_mid_job_with_persistence_loses_and_repeats_nothing(clus
         wait_until(lambda: keys(server.url) == [], 10, "the ended job's keys to go")
     finally:
         server.close()
+
+
+def test_a_redis_that_refuses_writes_fails_the_job_saying_so(clusters):
+    import redis
+
+    server = RedisServer()
+    try:
+        with redis.Redis.from_url(server.url) as r:  # full: Redis answers every write with an OOM error
+            r.config_set("maxmemory", "3mb")
+            r.config_set("maxmemory-policy", "noeviction")
+        cluster = clusters.start(nodes=1, workers_per_node=2, queue=server.url)
+        burla.connect(cluster.record.head, cluster.record.token)
+        with pytest.raises(burla.JobFailed, match=r"the queue backend refused a write \(OutOfMemoryError: .*maxmemory"):
+            rpm(len, [b"x" * (1 << 20)] * 8, spinner=False)
+    finally:
+        server.close()
