@@ -7,8 +7,9 @@ import asyncio
 import signal
 import sys
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import _config
 from .._config import ClusterRecord
@@ -35,19 +36,43 @@ def _read_spec(path_text: str | None) -> Any:
     return load_spec(path.read_text(), path_text)
 
 
+# SIGINT and SIGTERM only set a flag (and cancel the provider's running coroutine): raised from
+# the handler, KeyboardInterrupt can land in a finalizer running just then, where Python prints a
+# traceback and swallows it.  The waits check the flag and raise it from ordinary code.
+T = TypeVar("T")
 _signalled = threading.Event()
+_running: list[asyncio.Task[Any]] = []  # the provider's coroutine, while it runs
 
 
 def _interrupted(signum: int, frame: object) -> None:
-    # Raised here, the interrupt can land in a finalizer (a ``__del__`` running just then), where
-    # Python prints and swallows it: the flag makes sure the next check raises it for real.
     _signalled.set()
-    raise KeyboardInterrupt
+    for task in list(_running):
+        task.get_loop().call_soon_threadsafe(task.cancel)
 
 
 def _check_interrupted() -> None:
     if _signalled.is_set():
         raise KeyboardInterrupt
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)``, ended by an interrupt (KeyboardInterrupt) once in-flight calls return."""
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        _running.append(task)
+        try:
+            return await coro
+        finally:
+            _running.remove(task)
+
+    _check_interrupted()
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        _check_interrupted()
+        raise
 
 
 def _undo(provider: Any, name: str, record: ClusterRecord | None) -> int:
@@ -85,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
     record = None
     try:
         try:
-            record = asyncio.run(provider.up(spec))
+            record = _run(provider.up(spec))
         except (ProviderError, OSError) as e:
             print(f"burla up: {e}", file=sys.stderr)
             _config.remove_cluster(spec.name)
@@ -98,6 +123,7 @@ def main(args: argparse.Namespace) -> int:
             _config.remove_cluster(spec.name)
             print(f"burla up: {e}; {provider.log_hint(record)}", file=sys.stderr)
             return 1
+        _check_interrupted()  # (one that came in the last moment still undoes)
     except KeyboardInterrupt:
         return _undo(provider, spec.name, record)
     finally:
