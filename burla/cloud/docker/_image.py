@@ -107,17 +107,23 @@ def debian_mirror() -> str:
 def build_local_base(c: Any, tag: str = LOCAL_BASE) -> None:
     """A minimal Debian bookworm with python3 + venv, made with mmdebstrap from
     this machine's mirror and imported as ``tag`` (no registry involved)."""
+    _import_debian(c, tag, "python3,python3-venv,ca-certificates", ['CMD ["python3"]'],
+                   "building a local Debian base needs mmdebstrap: apt-get install mmdebstrap "
+                   "(or pass --base with an image you already have)")
+
+
+def _import_debian(c: Any, tag: str, packages: str, changes: list[str], no_tool: str) -> None:
+    """Debian bookworm with ``packages``, made by mmdebstrap from this machine's mirror and
+    imported as ``tag`` with the Dockerfile ``changes``; ``no_tool``: the error without mmdebstrap."""
     tool = shutil.which("mmdebstrap")
     if tool is None:
-        raise ProviderError("building a local Debian base needs mmdebstrap: apt-get install mmdebstrap "
-                            "(or pass --base with an image you already have)")
-    cmd = [tool, "--variant=minbase", "--include=python3,python3-venv,ca-certificates", "--format=tar",
-           "bookworm", "-", debian_mirror()]
+        raise ProviderError(no_tool)
+    cmd = [tool, "--variant=minbase", f"--include={packages}", "--format=tar", "bookworm", "-", debian_mirror()]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         repo, version = tag.split(":")
         with translated("docker import"):
-            c.api.import_image_from_stream(proc.stdout, repository=repo, tag=version, changes=['CMD ["python3"]'])
+            c.api.import_image_from_stream(proc.stdout, repository=repo, tag=version, changes=changes)
     finally:
         _, err = proc.communicate()
     if proc.returncode != 0:
@@ -131,23 +137,12 @@ def ensure_redis_image(c: Any, log: Callable[[str], None] = print) -> str:
     """Debian's redis-server as an image, made with mmdebstrap like the local base (no registry)."""
     if image_present(c, REDIS_IMAGE):
         return REDIS_IMAGE
-    tool = shutil.which("mmdebstrap")
-    if tool is None:
-        raise ProviderError("a Docker cluster's own Redis is built with mmdebstrap: apt-get install mmdebstrap, "
-                            "or give queue: {type: redis, url: redis://HOST:PORT/DB}")
     log(f"building {REDIS_IMAGE} (Debian's redis-server) with mmdebstrap")
-    cmd = [tool, "--variant=minbase", "--include=redis-server", "--format=tar", "bookworm", "-", debian_mirror()]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        repo, version = REDIS_IMAGE.split(":")
-        with translated("docker import"):
-            c.api.import_image_from_stream(proc.stdout, repository=repo, tag=version,
-                                           changes=['CMD ["redis-server", "--protected-mode", "no", "--dir", "/data", '
-                                                    '"--appendonly", "yes", "--save", ""]'])
-    finally:
-        _, err = proc.communicate()
-    if proc.returncode != 0:
-        raise ProviderError(f"mmdebstrap failed (exit {proc.returncode}): {err.decode(errors='replace')[-500:]}")
+    _import_debian(c, REDIS_IMAGE, "redis-server",
+                   ['CMD ["redis-server", "--protected-mode", "no", "--dir", "/data", "--appendonly", "yes", '
+                    '"--save", ""]'],
+                   "a Docker cluster's own Redis is built with mmdebstrap: apt-get install mmdebstrap, "
+                   "or give queue: {type: redis, url: redis://HOST:PORT/DB}")
     return REDIS_IMAGE
 
 
