@@ -15,7 +15,7 @@ import sys
 from .. import _loop
 from .._errors import ConfigError, QueueUnavailable
 from ..scheduler import Head
-from ..scheduler.backends import QueueBackend, open_backend
+from ..scheduler.backends import QueueBackend, backend_for
 from ..transport._tls import server_context, server_context_from_files
 
 
@@ -55,20 +55,12 @@ def main(args: argparse.Namespace) -> int:
             print(f"burla head: {e}", file=sys.stderr)
             return 2
     try:
-        backend = _backend(args.queue, args.name)
+        backend = backend_for(args.queue, args.name)
     except ConfigError as e:
         print(f"burla head: {e}", file=sys.stderr)
         return 2
     _loop.raise_fd_limit()
     return int(_loop.run(_serve(args, token, tls, backend, announce_token=not given)))
-
-
-def _backend(url: str, cluster: str) -> QueueBackend:
-    if url == "memory":
-        return open_backend()
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return open_backend("redis", url, cluster)
-    raise ConfigError(f"--queue {url!r}: expected memory or redis://HOST:PORT/DB")
 
 
 async def _serve(args: argparse.Namespace, token: str, tls: ssl.SSLContext | None, backend: QueueBackend,

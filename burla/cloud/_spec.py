@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from .._errors import ConfigError
+from .._queue_urls import REDIS_SCHEMES
 
 # Types shared by every provider's spec.
 ClusterName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")]
@@ -30,7 +31,7 @@ class QueueSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.type == "memory" and self.url:
             raise ValueError("url: only for queue: {type: redis}")
-        if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
+        if self.url and not self.url.startswith(REDIS_SCHEMES):
             raise ValueError("url: expected redis://HOST:PORT/DB")
 
     def head_arg(self) -> str:

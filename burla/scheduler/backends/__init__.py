@@ -31,6 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
+from ..._errors import ConfigError
+from ..._queue_urls import REDIS_SCHEMES
+
 Blob: TypeAlias = bytes | bytearray | memoryview  # an encoded message (a received frame is kept as it came)
 
 
@@ -99,6 +102,15 @@ class QueueBackend(Protocol):
     async def load(self, job_id: str) -> StoredJob | None: ...
 
 
+def backend_for(queue: str, cluster: str = "burla") -> QueueBackend:
+    """The backend a head's ``--queue`` names: ``memory`` or a Redis URL (not opened yet)."""
+    if queue == "memory":
+        return open_backend()
+    if queue.startswith(REDIS_SCHEMES):
+        return open_backend("redis", queue, cluster)
+    raise ConfigError(f"--queue {queue!r}: expected memory or redis://HOST:PORT/DB")
+
+
 def open_backend(kind: str = "memory", url: str = "", cluster: str = "burla") -> QueueBackend:
     """The backend ``queue: {type: KIND, url: URL}`` names for ``cluster`` (not opened yet)."""
     if kind == "memory":
@@ -112,4 +124,4 @@ def open_backend(kind: str = "memory", url: str = "", cluster: str = "burla") ->
     raise ValueError(f"queue.type: {kind!r} is not a queue backend; use memory or redis")
 
 
-__all__ = ["Blob", "QueueBackend", "Step", "StoredJob", "open_backend"]
+__all__ = ["Blob", "QueueBackend", "Step", "StoredJob", "backend_for", "open_backend"]
