@@ -1,7 +1,8 @@
 """The head: node registry, jobs, queues, routing, JSON API."""
 
 from ._head import Head, HeadAddress
-from ._queue import InProcessQueue, QueueBackend
+from ._queue import BatchQueue, InProcessQueue
 from ._state import HeadConfig, HeadState
+from .backends import QueueBackend
 
-__all__ = ["Head", "HeadAddress", "HeadConfig", "HeadState", "InProcessQueue", "QueueBackend"]
+__all__ = ["BatchQueue", "Head", "HeadAddress", "HeadConfig", "HeadState", "InProcessQueue", "QueueBackend"]

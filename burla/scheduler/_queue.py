@@ -1,9 +1,10 @@
-"""Where a job's input batches wait between the client and the nodes.
+"""Where a job's input batches wait, in the head, between the client and the nodes.
 
-The head talks to a ``QueueBackend``; ``InProcessQueue`` keeps batches in
-memory.  Every queue is bounded by the head's credit scheme (see
-``_state.HeadConfig.input_queue_batches``): the backend itself never decides
-to drop or block.
+``HeadState`` schedules from a ``BatchQueue`` (its working queue, always in
+memory: ``InProcessQueue``); the durable copy a restarted head would need is
+the ``backends.QueueBackend``'s, written by the journal.  Every queue is
+bounded by the head's credit scheme (see ``_state.HeadConfig.input_queue_batches``):
+the queue itself never decides to drop or block.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Protocol
 from ..transport.messages import AnyInputBatch
 
 
-class QueueBackend(Protocol):
+class BatchQueue(Protocol):
     def create(self, job_id: str) -> None: ...
     def push(self, job_id: str, batch: AnyInputBatch) -> None: ...
     def push_front(self, job_id: str, batch: AnyInputBatch) -> None:

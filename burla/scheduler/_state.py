@@ -72,16 +72,16 @@ from ._journal import (
     ResultsAcked,
 )
 from ._placement import Placement
-from ._queue import InProcessQueue, QueueBackend
+from ._queue import BatchQueue, InProcessQueue
 from ._records import Command, HeadConfig, JobState, NodeState, ToClient, ToNode
 
 __all__ = ["Command", "HeadConfig", "HeadState", "JobState", "NodeState", "ToClient", "ToNode"]
 
 
 class HeadState:
-    def __init__(self, config: HeadConfig = HeadConfig(), queue: QueueBackend | None = None):
+    def __init__(self, config: HeadConfig = HeadConfig(), queue: BatchQueue | None = None):
         self.config = config
-        self.queue: QueueBackend = queue if queue is not None else InProcessQueue()
+        self.queue: BatchQueue = queue if queue is not None else InProcessQueue()
         self.placement = Placement(config.prefetch_per_worker)
         self.pool = self.placement.pool
         self.jobs: dict[str, JobState] = {}
