@@ -187,6 +187,16 @@ class RedisBackend:
 
     @_reached
     async def write(self, steps: list[Step]) -> list[bool]:
+        from redis.exceptions import NoScriptError
+
+        try:
+            return await self._write(steps)
+        except NoScriptError:
+            # Redis restarted under redis-py's retry, which re-ran the pipeline without loading
+            # the scripts again: a new pipeline loads them (every step is idempotent).
+            return await self._write(steps)
+
+    async def _write(self, steps: list[Step]) -> list[bool]:
         async with self._redis.pipeline(transaction=True) as p:
             marks = [await getattr(self, f"_q_{step.name}")(p, *step.args) for step in steps]
             replies = await p.execute()
