@@ -73,8 +73,9 @@ class Clusters:
         self.started: list[LocalCluster] = []
 
     def start(self, nodes: int = 1, workers_per_node: int | None = 2, wait: bool = True,
-              queue: str = "memory") -> LocalCluster:
-        cluster = start_local_cluster(f"test{len(self.started)}", nodes, workers_per_node, attached=True, queue=queue)
+              queue: str = "memory", supervisor: list[str] | None = None) -> LocalCluster:
+        cluster = start_local_cluster(f"test{len(self.started)}", nodes, workers_per_node, attached=True, queue=queue,
+                                      supervisor=supervisor)
         self.started.append(cluster)
         if wait:
             wait_for_nodes(cluster, nodes)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from ..cloud._recipes import python_burla
@@ -32,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--keep-fd", type=int, action="append", default=[], help="a descriptor the daemon inherits")
     p.add_argument("--restarts", type=int, default=5, help="crashes tolerated within --within seconds (5)")
     p.add_argument("--within", type=float, default=600.0, help="seconds (600)")
+    p.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)  # stop (and the daemon) when it closes
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- and the daemon's burla arguments")
     p.set_defaults(func=main)
 
@@ -43,6 +46,19 @@ def _describe(rc: int) -> str:
         except ValueError:
             return f"signal {-rc}"
     return f"status {rc}"
+
+
+def _await_eof(fd: int, then: Callable[[], None]) -> None:
+    """Call ``then`` once the write end of pipe ``fd`` closes.  (Siblings share the read end
+    and may have made it non-blocking: wait for it to be readable, then read.)"""
+    while True:
+        select.select([fd], [], [])
+        try:
+            if not os.read(fd, 1):
+                break
+        except (BlockingIOError, InterruptedError):
+            continue
+    then()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -62,12 +78,17 @@ def main(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
+    if args.lifeline_fd is not None:  # our parent died: stop as if told to
+        threading.Thread(target=_await_eof, args=(args.lifeline_fd, lambda: forward(signal.SIGTERM, None)),
+                         daemon=True).start()
     crashes: list[float] = []
     delay = 0.5
     while True:
         started = time.monotonic()
         child.append(subprocess.Popen(python_burla(*argv, "--lifeline-fd", str(lifeline_r)),
                                       pass_fds=(*args.keep_fd, lifeline_r)))
+        if stopping.is_set():  # told to stop while it started
+            child[-1].terminate()
         rc = child[-1].wait()
         if stopping.is_set() or rc in FINAL:
             return 0 if stopping.is_set() else rc

@@ -296,7 +296,7 @@ class _Pool:
                     self.flying[start + i] = fut
                 self.next_index += len(sent)
                 ends, payload = join([p for _, p in sent])
-                self.job.send_nowait(InputBatch(self.job.job_id, start, ends, 0, _as_bytes(payload)))
+                self.job.send_input(InputBatch(self.job.job_id, start, ends, 0, _as_bytes(payload)))
             if self.closing and not self.pending and not self.done_sent and self.broken is None:
                 self.done_sent = True
                 self.job.inputs_done(self.next_index)

@@ -6,6 +6,14 @@ session's own uvloop thread, and a job's events reach the caller through its
 ``JobChannel``.  The thread also keeps heartbeats flowing while the caller is
 busy, so a long-running consumer never looks dead to the head.
 
+A head with a durable queue backend (``Welcome.durable``) survives its own
+restart: when the connection drops, the session reconnects with backoff for
+up to RESUME_TIMEOUT seconds and resumes each job (``ResumeJob``).  Until
+then a job keeps every input batch the head has not said it stored
+(``InputsStored``), and sends again those the new head lacks; the head
+sends again the stored results the client did not get.  The caller sees one
+notice, and every result exactly once.
+
 No caller waits blindly: a wait on the loop thread has a deadline or watches
 the thread, so a dead thread or connection surfaces as ``ConnectionLost``.
 """
@@ -20,6 +28,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -27,6 +36,7 @@ import msgspec
 
 from .. import _loop
 from .._errors import ConnectionLost, ProtocolError
+from .._retry import retry
 from ..transport import Connection, TransportConfig, connect
 from ..transport._tls import client_context
 from ..transport.messages import (
@@ -37,15 +47,18 @@ from ..transport.messages import (
     InputBatch,
     InputCredit,
     InputsDone,
+    InputsStored,
     JobAccepted,
     JobEnded,
     JobNotice,
+    JobResumed,
     LogAck,
     LogBatch,
     LogLine,
     Message,
     ResultAck,
     ResultBatchView,
+    ResumeJob,
     SubmitJob,
     Welcome,
 )
@@ -59,22 +72,35 @@ CONNECT_TIMEOUT = 30.0  # seconds for connect + hello (the transport bounds each
 CLOSE_TIMEOUT = 2.0
 ACK_DELAY = 0.005  # seconds a consumed result batch may wait to be acknowledged to the head
 ACK_EAGER = 16  # consumed batches acknowledged at once (the head's result window is 64 and up)
+RESUME_TIMEOUT = 60.0  # seconds to reconnect to a durable head that went away (the head waits as long)
+RESUMED = "head restarted, job resumed"
 
 
 class JobChannel:
     """One job's traffic between the loop thread and the caller."""
 
-    def __init__(self, session: Session, job_id: str) -> None:
+    def __init__(self, session: Session, spec: SubmitJob) -> None:
         self.session = session
-        self.job_id = job_id
+        self.spec = spec
+        self.job_id = spec.job_id
         self._events: queue.SimpleQueue[JobEvent] = queue.SimpleQueue()
         self.n_workers = 0
         self.ended = False
+        # For resuming after a head restart (loop side): see the module's docstring.
+        self._accepted = False  # JobAccepted came: the head stored the job
+        self._unstored: deque[InputBatch] = deque()  # sent, not yet InputsStored (durable heads only)
+        self._resuming = False  # from a lost connection until what the new head lacks was sent again
+        self._resend: deque[InputBatch] | None = None  # that, once the new head said (JobResumed)
+        self._done_total: int | None = None  # InputsDone's, once the inputs ran out
+        self._results_in = 0  # result batches received
+        self._logs_in = 0  # log batches received
         # Credit and acks are shared with the caller's threads (the feeder, the consumer): a
         # batch or an ack is handed to the loop without a round trip per input (issue 10).
         self._lock = threading.Condition()
         self._credit = INITIAL_INPUT_CREDIT
         self._unacked = 0  # results consumed, not yet acknowledged to the head
+        self._consumed = self._logs_shown = 0  # result and log batches the caller took
+        self._skip_acks = self._skip_log_acks = 0  # ... that a restarted head takes as acknowledged
         self._ack_posted = False
         self._ack_timer: asyncio.TimerHandle | None = None
         self.on_credit: Callable[[], None] | None = None  # called on the loop thread when credit arrives
@@ -83,14 +109,17 @@ class JobChannel:
     def _on_message(self, msg: DecodedMessage) -> None:
         match msg:
             case InputCredit(batches=n):
-                with self._lock:
-                    self._credit += n
-                    self._lock.notify_all()
-                if self.on_credit is not None:
-                    self.on_credit()
+                self._add_credit(n)
             case JobAccepted(n_workers=n):
                 self.n_workers = n
+                self._accepted = True
+            case InputsStored(upto=upto):
+                while self._unstored and self._unstored[0].start + len(self._unstored[0].ends) <= upto:
+                    self._unstored.popleft()
+            case JobResumed():
+                self._resumed(msg)
             case ResultBatchView():
+                self._results_in += 1
                 self._events.put(Results(msg))
                 if self._ack_timer is None:  # its ack goes at the latest ACK_DELAY from now
                     self._ack_timer = self.session.loop.call_later(ACK_DELAY, self._flush_acks)
@@ -98,9 +127,82 @@ class JobChannel:
                 self._end()
                 self._events.put(Ended(msg))
             case LogBatch(lines=lines):
+                self._logs_in += 1
                 self._events.put(Logs(lines))  # printed by the caller's thread (issue 11)
             case JobNotice(text=text):
                 self._events.put(Notice(text))
+
+    def _add_credit(self, n: int) -> None:
+        """Credit from the head: first for batches to send again (after a head restart)."""
+        while self._resend and n > 0:
+            self.session._send_quietly(self._resend.popleft())
+            n -= 1
+        if self._resend is not None and not self._resend:
+            self._resend, self._resuming = None, False
+            if self._done_total is not None:
+                self.session._send_quietly(InputsDone(self.job_id, self._done_total))
+        if n <= 0:
+            return
+        with self._lock:
+            self._credit += n
+            self._lock.notify_all()
+        if self.on_credit is not None:
+            self.on_credit()
+
+    def _send_input(self, batch: InputBatch) -> None:
+        """(loop thread) Send a batch, kept until the head stores it when it can restart."""
+        if self.session.durable:
+            self._unstored.append(batch)
+        if not self._resuming:
+            self.session._send_quietly(batch)
+        elif self._resend is not None:
+            self._resend.append(batch)  # behind what the new head lacks, under its credit
+        # (else the new head has not answered yet: it gets the batch from _unstored)
+
+    async def _send_input_drained(self, batch: InputBatch) -> None:
+        self._send_input(batch)
+        await self.session.conn.drain()
+
+    def _send_done(self, total: int) -> None:
+        self._done_total = total
+        if not self._resuming:
+            self.session._send_quietly(InputsDone(self.job_id, total))
+
+    def _suspend(self) -> None:
+        """(loop thread) The connection dropped; the head will be asked to resume the job.
+        What the caller has not consumed yet the new head takes as acknowledged."""
+        self._resuming, self._resend = True, None
+        with self._lock:
+            self._credit = 0  # the old head's grant dies with it
+            self._unacked, self._ack_posted = 0, False
+            self._skip_acks = self._results_in - self._consumed
+            self._skip_log_acks = self._logs_in - self._logs_shown
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+
+    def _ask_resume(self) -> None:
+        self.session._send_quietly(ResumeJob(self.job_id, self._results_in))
+
+    def _resumed(self, msg: JobResumed) -> None:
+        """The new head's answer: send again what it lacks, under the credit it grants."""
+        if msg.received < 0:
+            if self._accepted:  # it was stored, and is gone: nothing can bring it back
+                why = f"the burla head at {self.session.address} restarted without job {self.job_id}"
+                self._lost(ConnectionLost(f"{why} (its queue backend no longer holds it)"))
+                return
+            self.session._send_quietly(self.spec)  # it never reached the backend: submit it again
+            self._resend = deque(self._unstored)
+            self._add_credit(INITIAL_INPUT_CREDIT)
+        else:
+            resend = deque(b for b in self._unstored if b.start >= msg.received)
+            if any(b.start < msg.received < b.start + len(b.ends) for b in self._unstored):
+                self._lost(ConnectionLost(f"job {self.job_id}: the restarted head holds inputs up to "
+                                          f"{msg.received}, inside a batch this client sent"))
+                return
+            self._resend = resend
+            self._add_credit(msg.input_credit)
+        self._events.put(Notice(RESUMED))
 
     def _lost(self, error: ConnectionLost) -> None:
         self._end()
@@ -152,9 +254,9 @@ class JobChannel:
                     raise ConnectionLost(f"the client's session with {self.session.address} stopped")
                 self._lock.wait(wait)
         if self.session.conn.write_paused:
-            self.session.call(self.session.conn.send(batch))
+            self.session.call(self._send_input_drained(batch))
         else:
-            self.session.post(batch)
+            self.session.soon(self._send_input, batch)
         return True
 
     def take_credit(self) -> bool:
@@ -172,8 +274,12 @@ class JobChannel:
     def send_nowait(self, msg: Message) -> None:
         self.session.post(msg)
 
+    def send_input(self, batch: InputBatch) -> None:
+        """Send a batch the caller took credit for (``take_credit``), without waiting."""
+        self.session.soon(self._send_input, batch)
+
     def inputs_done(self, total: int) -> None:
-        self.send_nowait(InputsDone(self.job_id, total))
+        self.session.soon(self._send_done, total)
 
     def show(self, event: Logs | Notice) -> None:
         """Write print output or a notice (on the caller's thread); printed log
@@ -182,6 +288,11 @@ class JobChannel:
             _print_notice(event.text)
             return
         _print_lines(event.lines)
+        with self._lock:
+            self._logs_shown += 1
+            if self._skip_log_acks:
+                self._skip_log_acks -= 1
+                return
         self.send_nowait(LogAck(self.job_id, 1))
 
     def ack(self, batches: int = 1) -> None:
@@ -191,7 +302,10 @@ class JobChannel:
         while the head is spared a message per result (a tiny call's round trip
         shares 2 CPUs with it)."""
         with self._lock:
-            self._unacked += batches
+            self._consumed += batches
+            skip = min(self._skip_acks, batches)
+            self._skip_acks -= skip
+            self._unacked += batches - skip
             if self._ack_posted or self._unacked < ACK_EAGER:
                 return
             self._ack_posted = True
@@ -232,13 +346,20 @@ class Session:
         self.environments = False  # some node installs a job's environment (then jobs carry ours)
         # ... only from wheels we ship (then what their workers have, which the wheels complete)
         self.wheel_image: dict[str, str] | None = None
+        self.durable = False  # the head's jobs outlive it: reconnect and resume them
+        self._reconnecting = False
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self._thread = threading.Thread(target=self.loop.run_forever, name="burla-client", daemon=True)
         self._thread.start()
         try:
             tls = client_context(ca) if ca else None
-            self.conn = self.call(self._connect(host, port, token, transport, tls), CONNECT_TIMEOUT)
+
+            def dial() -> Coroutine[Any, Any, Connection]:
+                return self._connect(host, port, token, transport, tls)
+
+            self._dial = dial
+            self.conn = self.call(self._dial(), CONNECT_TIMEOUT)
         except BaseException:
             self.close()
             raise
@@ -284,23 +405,48 @@ class Session:
         self.cluster_workers = welcome.workers
         self.environments = welcome.environments
         self.wheel_image = welcome.image_distributions if welcome.wheels_only else None
+        self.durable = welcome.durable
         return conn
 
     async def _start_reader(self) -> None:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
+        while True:
+            try:
+                while True:
+                    msg = await self.conn.recv()
+                    job = self.jobs.get(getattr(msg, "job_id", ""))
+                    if job is not None:
+                        job._on_message(msg)
+            except (ConnectionLost, ProtocolError) as e:
+                why = str(e).removeprefix(f"{self.address}: ")  # the transport names the peer too
+                lost = ConnectionLost(f"lost the connection to the burla head at {self.address}: {why}")
+            if not (self.durable and self.jobs and not self._closed):
+                break
+            try:
+                await self._reconnect()
+            except (ConnectionLost, ProtocolError, OSError) as e:
+                lost = ConnectionLost(f"{lost}; it did not come back within {RESUME_TIMEOUT:g}s ({e})")
+                break
+        self.dead = lost
+        for job in list(self.jobs.values()):
+            job._lost(lost)
+
+    async def _reconnect(self) -> None:
+        """The durable head went away (a restart): connect again and resume every job."""
+        log.warning("lost the burla head at %s; reconnecting to resume %d job(s)", self.address, len(self.jobs))
+        for job in self.jobs.values():
+            job._suspend()
+        self.conn.abort()
+        self._reconnecting = True
         try:
-            while True:
-                msg = await self.conn.recv()
-                job = self.jobs.get(getattr(msg, "job_id", ""))
-                if job is not None:
-                    job._on_message(msg)
-        except (ConnectionLost, ProtocolError) as e:
-            why = str(e).removeprefix(f"{self.address}: ")  # the transport names the peer too
-            self.dead = ConnectionLost(f"lost the connection to the burla head at {self.address}: {why}")
-            for job in list(self.jobs.values()):
-                job._lost(self.dead)
+            self.conn = await retry(self._dial, retry_on=(ConnectionLost, ProtocolError, OSError),
+                                    deadline=RESUME_TIMEOUT, what=f"reconnecting to {self.address}")
+        finally:
+            self._reconnecting = False
+        for job in list(self.jobs.values()):
+            job._ask_resume()
 
     def _send_quietly(self, msg: Message) -> None:
         if not self.conn.closed:
@@ -314,19 +460,21 @@ class Session:
             # (ConfigError if a wheel cannot be built or fetched)
             dists, wheels = job_environment(self.wheel_image)
             spec = msgspec.structs.replace(spec, requirements=dists, wheels=wheels)
-        job = JobChannel(self, spec.job_id)
+        job = JobChannel(self, spec)
 
         async def go() -> None:
             if self.dead is not None:
                 raise self.dead
             self.jobs[spec.job_id] = job
-            self.conn.send_nowait(spec)
+            self._send_quietly(spec)
             with job._lock:
                 job._credit -= len(first)
+            if self._reconnecting:  # the head went away: the job is submitted once it is back
+                job._suspend()
             for batch in first:
-                self.conn.send_nowait(batch)
+                job._send_input(batch)
             if total is not None:
-                self.conn.send_nowait(InputsDone(spec.job_id, total))
+                job._send_done(total)
 
         self.call(go(), CONNECT_TIMEOUT)
         return job

@@ -70,7 +70,10 @@ NODE_RECONNECT_FOR = 600.0  # seconds a local node keeps trying a head it lost (
 
 
 def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: int | None = None,
-                        attached: bool = True, log_dir: str | None = None, queue: str = "memory") -> LocalCluster:
+                        attached: bool = True, log_dir: str | None = None, queue: str = "memory",
+                        supervisor: list[str] | None = None) -> LocalCluster:
+    """supervisor: options of the ``burla supervise`` the head runs under (the head of a
+    detached cluster, made by ``burla up``, always runs under one)."""
     token = secrets.token_urlsafe(32)
     listen = socket.create_server(("127.0.0.1", 0), backlog=listen_backlog())
     http = socket.create_server(("127.0.0.1", 0), backlog=listen_backlog())
@@ -86,7 +89,7 @@ def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: i
         out = open(os.path.join(log_dir, log_name), "ab") if log_dir else None  # noqa: SIM115 (closed below)
         try:
             procs.append(subprocess.Popen(
-                python_burla(*args, *extra), env=env, pass_fds=fds + keep, stdin=subprocess.DEVNULL,
+                python_burla(*args), env=env, pass_fds=fds + keep, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=out or subprocess.DEVNULL, start_new_session=not attached, cwd="/",
             ))
         finally:
@@ -95,15 +98,20 @@ def start_local_cluster(name: str = "burla", nodes: int = 1, workers_per_node: i
 
     try:
         head = head_args(name, listen_fd=listen.fileno(), http_fd=http.fileno(), queue=queue)
-        if not attached:  # a `burla up` cluster: a supervisor restarts a head that crashes
-            head = ["supervise", "--keep-fd", str(listen.fileno()), "--keep-fd", str(http.fileno()), "--", *head]
+        if supervisor is None and not attached:  # a `burla up` cluster: a supervisor restarts a head that crashes
+            supervisor = []
+        if supervisor is not None:
+            head = ["supervise", "--keep-fd", str(listen.fileno()), "--keep-fd", str(http.fileno()), *supervisor,
+                    *extra, "--", *head]
+        else:
+            head += extra
         spawn(head, (listen.fileno(), http.fileno()),
               "head.log")
         for i in range(nodes):
             # A head that pauses (SIGSTOP, a stalled disk) comes back to its nodes: they keep
             # their warm workers and register again, as Docker and GCE nodes do (issue 11).
-            spawn(node_args(f"127.0.0.1:{port}", f"{name}-node-{i}", workers=workers_per_node,
-                            reconnect_for=NODE_RECONNECT_FOR), (), f"node-{i}.log")
+            spawn([*node_args(f"127.0.0.1:{port}", f"{name}-node-{i}", workers=workers_per_node,
+                              reconnect_for=NODE_RECONNECT_FOR), *extra], (), f"node-{i}.log")
     except BaseException:
         stop_pids([p.pid for p in procs], 2.0, procs)
         raise

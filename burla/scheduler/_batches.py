@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..transport.messages import AnyInputBatch, InputBatch, payload_bytes
 
 
-def _sub_batch(batch: AnyInputBatch, payload: bytes, lo: int, hi: int, attempt: int) -> InputBatch:
+def sub_batch(batch: AnyInputBatch, payload: bytes, lo: int, hi: int, attempt: int) -> InputBatch:
     base = batch.ends[lo - 1] if lo else 0
     ends = [e - base for e in batch.ends[lo:hi]]
     return InputBatch(batch.job_id, batch.start + lo, ends, attempt, payload[base : batch.ends[hi - 1]])
@@ -17,7 +17,7 @@ def remaining(batch: AnyInputBatch, done: int) -> AnyInputBatch:
     """``batch`` without its first ``done`` inputs (their results were delivered)."""
     if not done:
         return batch
-    return _sub_batch(batch, payload_bytes(batch.payload), done, len(batch.ends), batch.attempt)
+    return sub_batch(batch, payload_bytes(batch.payload), done, len(batch.ends), batch.attempt)
 
 
 def split_around(batch: AnyInputBatch, crashed_index: int) -> list[AnyInputBatch]:
@@ -31,10 +31,10 @@ def split_around(batch: AnyInputBatch, crashed_index: int) -> list[AnyInputBatch
     n = len(batch.ends)
     parts: list[AnyInputBatch] = []
     if i > 0:
-        parts.append(_sub_batch(batch, payload, 0, i, 0))
-    parts.append(_sub_batch(batch, payload, i, i + 1, batch.attempt))
+        parts.append(sub_batch(batch, payload, 0, i, 0))
+    parts.append(sub_batch(batch, payload, i, i + 1, batch.attempt))
     if i + 1 < n:
-        parts.append(_sub_batch(batch, payload, i + 1, n, 0))
+        parts.append(sub_batch(batch, payload, i + 1, n, 0))
     return parts
 
 

@@ -40,11 +40,13 @@ from ..transport.messages import (
     Outgoing,
     ResultAck,
     ResultBatchView,
+    ResumeJob,
     SubmitJob,
     Welcome,
 )
 from ._journal import Journal
 from ._monitor import Monitor
+from ._restore import DamagedJob, restored
 from ._state import Command, HeadConfig, HeadState, NodeState, ToClient, ToNode
 from ._view import NodeInfo, cluster_summary
 from .backends import QueueBackend, open_backend
@@ -78,6 +80,7 @@ class Head:
         self.name = name
         self.state = HeadState(config)
         self.backend = backend if backend is not None else open_backend()
+        self.state.durable = self.backend.durable
         self.journal = Journal(self.backend, self._send_all, self._fail_all)
         self.transport = transport
         self.started_at = time.time()
@@ -103,7 +106,7 @@ class Head:
         """Serve on sockets that are already bound and listening (a parent may
         bind them so that clients can connect before this process is up)."""
         await self.backend.open()
-        await self._drop_stale_jobs()
+        await self._restore_jobs()
         self.journal.start()
         self._server = await serve(None, None, self.token, self._on_connection, self.transport, sock=listen,
                                    tls=self.tls)
@@ -113,14 +116,27 @@ class Head:
         self._tick_task = asyncio.get_running_loop().create_task(self._tick())
         return HeadAddress(host, port, http.getsockname()[1] if http else 0)
 
-    async def _drop_stale_jobs(self) -> None:
-        """Jobs a previous head of this cluster left in a durable backend: dropped, for now
-        (resuming them is the next step), so they do not pile up there."""
+    async def _restore_jobs(self) -> None:
+        """Jobs a previous head of this cluster left in a durable backend: queued again, to
+        run once their clients resume them (``HeadState.resume``)."""
         if not self.backend.durable:
             return
+        now = time.monotonic()
         for job_id in await self.backend.job_ids():
-            log.warning("job %s was left by a previous head of cluster %r: dropping it", job_id, self.name)
-            await self.backend.delete_job(job_id)
+            stored = await self.backend.load(job_id)
+            if stored is None:
+                continue
+            try:
+                job = restored(stored)
+            except DamagedJob as e:
+                log.error("dropping a job a previous head left, which cannot be read back: %s", e)
+                await self.backend.delete_job(job_id)
+                continue
+            self.state.restore(job, now)
+            self.monitor.submitted(job.spec, "(restored)")
+            log.warning("job %s restored from %s: %d of %s inputs done, %d queued again; waiting for its client",
+                        job_id, self.backend.where, job.delivered, job.total if job.total is not None else "?",
+                        sum(len(b.ends) for b in job.queue))
 
     async def _start_http(self, sock: socket.socket) -> None:
         from ._http import start_http  # aiohttp is slow to import: keep it off the start-up path
@@ -163,7 +179,7 @@ class Head:
         self._clients[client_id] = conn
         environments = any(n.environments for n in self.state.nodes.values())
         conn.send_nowait(Welcome(self.name, self.state.pool.slots, environments, self._wheel_image is not None,
-                                 self._wheel_image or {}))
+                                 self._wheel_image or {}, self.backend.durable))
         try:
             while True:
                 match await conn.recv():
@@ -181,6 +197,8 @@ class Head:
                         self._run(self.state.result_ack(client_id, job_id, n))
                     case LogAck(job_id=job_id, batches=n):
                         self._run(self.state.log_ack(client_id, job_id, n))
+                    case ResumeJob(job_id=job_id, results_held=held):
+                        self._run(self.state.resume(client_id, job_id, held))
                     case CancelJob(job_id=job_id, reason=reason):
                         if self.state.jobs.get(job_id) and self.state.jobs[job_id].client_id == client_id:
                             self._run(self.state.cancel(job_id, reason))

@@ -7,7 +7,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..transport.messages import INITIAL_INPUT_CREDIT, AnyInputBatch, Outgoing, SubmitJob
+from ..transport.messages import INITIAL_INPUT_CREDIT, AnyInputBatch, AnyResultBatch, Outgoing, SubmitJob
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class HeadConfig:
                           another job waits for one call, not two.
     no_nodes_timeout:     seconds a job waits for any node to join an empty
                           cluster before failing.
+    resume_timeout:       seconds a job restored by a restarted head (durable
+                          queue backend) waits for its client to resume it
+                          before it is canceled.
     """
 
     input_queue_batches: int = 32
@@ -42,6 +45,7 @@ class HeadConfig:
     no_nodes_timeout: float = 60.0
     job_bytes: int = 256 << 20
     prefetch_below: float = 0.1
+    resume_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if self.input_queue_batches < INITIAL_INPUT_CREDIT:
@@ -147,6 +151,9 @@ class JobState:
     depth: int = 0
     guest_on: dict[str, None] = field(default_factory=dict)
     guest_at: int = -1  # the placement epoch when it last looked for a node of its tree
+    # Restored from the queue backend by a new head, until its client resumes it (ResumeJob):
+    resend: list[AnyResultBatch] = field(default_factory=list)  # results stored, not acknowledged
+    orphaned_at: float | None = None  # when it was restored; None once its client is back
 
     @property
     def owned(self) -> int:

@@ -36,6 +36,9 @@ Invariants (checked by tests/scheduler/test_state.py):
 * An input that crashed its worker more than ``max_retries`` times fails the
   job with WorkerCrashed naming it; other inputs of that batch are requeued
   without being charged.
+* With a durable queue backend (``durable``), a restarted head restores each
+  stored job (``restore``) as an orphan that runs nothing until its client
+  resumes it (``resume``) -- within ``resume_timeout``, or it is canceled.
 """
 
 from __future__ import annotations
@@ -48,10 +51,12 @@ from ..transport.messages import (
     AnyResultBatch,
     AssignJob,
     InputCredit,
+    InputsStored,
     JobAccepted,
     JobEnded,
     JobError,
     JobNotice,
+    JobResumed,
     LogAck,
     LogBatch,
     ReleaseJob,
@@ -74,8 +79,10 @@ from ._journal import (
 from ._placement import Placement
 from ._queue import BatchQueue, InProcessQueue
 from ._records import Command, HeadConfig, JobState, NodeState, ToClient, ToNode
+from ._restore import Restored
 
-__all__ = ["Command", "HeadConfig", "HeadState", "JobState", "NodeState", "ToClient", "ToNode"]
+__all__ = ["ORPHAN", "Command", "HeadConfig", "HeadState", "JobState", "NodeState", "ToClient", "ToNode"]
+ORPHAN = ""  # the client of a restored job until its client resumes it
 
 
 class HeadState:
@@ -88,6 +95,7 @@ class HeadState:
         self._by_client: dict[str, dict[str, None]] = {}
         self.installs = Installs()  # nodes installing a job's environment, as the client is told
         self.facts: list[Fact] = []  # for the queue backend, since the last take_facts (_journal)
+        self.durable = False  # the backend outlives the head: clients are told what it holds
 
     def take_facts(self) -> list[Fact]:
         facts, self.facts = self.facts, []
@@ -261,7 +269,8 @@ class HeadState:
         job.max_batch_bytes = max(job.max_batch_bytes, _size(batch))
         self.queue.push(job.job_id, batch)
         self.facts.append(InputsAdded(batch))
-        return self._finish(self._settle(job))
+        stored: list[Command] = [ToClient(client_id, InputsStored(job.job_id, job.received))] if self.durable else []
+        return self._finish(stored + self._settle(job))
 
     def inputs_done(self, client_id: str, job_id: str, total: int) -> list[Command]:
         job = self.jobs.get(job_id)
@@ -281,6 +290,54 @@ class HeadState:
         job.acked += batches
         self.facts.append(ResultsAcked(job_id, job.acked))
         return self._finish(self._settle(job))
+
+    def restore(self, job: Restored, now: float) -> None:
+        """A job a previous head left in the durable backend: queued again, as an orphan
+        waiting for its client (``resume``)."""
+        spec = job.spec
+        if spec.job_id in self.jobs:
+            return
+        state = self.jobs[spec.job_id] = JobState(spec, ORPHAN, now, credit_out=0, received=job.received,
+                                                  delivered=job.delivered, total=job.total, acked=job.acked,
+                                                  resend=job.results, orphaned_at=now)
+        parent = self.jobs.get(spec.parent) if spec.parent else None
+        state.root, state.depth = (parent.root, parent.depth + 1) if parent else (spec.job_id, 0)
+        self._by_client.setdefault(ORPHAN, {})[spec.job_id] = None
+        self.queue.create(spec.job_id)
+        for batch in job.queue:
+            state.held_bytes += _size(batch)
+            state.max_batch_bytes = max(state.max_batch_bytes, _size(batch))
+            self.queue.push(spec.job_id, batch)
+        state.batches_in = max(1, len(job.queue))
+
+    def resume(self, client_id: str, job_id: str, results_held: int) -> list[Command]:
+        """The client of a restored job is back, holding its first ``results_held`` result
+        batches: it gets the stored ones after those, the input index to send again from,
+        and credit; then the job runs."""
+        job = self.jobs.get(job_id)
+        if job is None or job.client_id != ORPHAN:
+            return [ToClient(client_id, JobResumed(job_id, -1, 0))]
+        del self._by_client[ORPHAN][job_id]
+        if not self._by_client[ORPHAN]:
+            del self._by_client[ORPHAN]
+        job.client_id, job.orphaned_at = client_id, None
+        self._by_client.setdefault(client_id, {})[job_id] = None
+        held = min(max(results_held, job.acked), job.acked + len(job.resend))
+        resend, job.resend = job.resend[held - job.acked :], []
+        if held > job.acked:
+            job.acked = held
+            self.facts.append(ResultsAcked(job_id, held))
+        job.unacked = len(resend)
+        if job.total is None and not job.max_batch_bytes:  # no batch stored to size credit by
+            credit = INITIAL_INPUT_CREDIT
+        else:
+            credit = _flow.credit_room(self.config, job, self.queue.length(job_id))
+        job.credit_out = credit
+        cmds: list[Command] = [ToClient(client_id, JobResumed(job_id, job.received, credit))]
+        cmds += [ToClient(client_id, rb) for rb in resend]
+        if job.total is not None and job.delivered >= job.total:
+            return cmds + self._end(job, "done", None)
+        return self._finish(cmds + self._settle(job))
 
     def log_ack(self, client_id: str, job_id: str, batches: int) -> list[Command]:
         """The client printed its oldest ``batches`` log batches: the credit goes
@@ -325,6 +382,11 @@ class HeadState:
         ``no_nodes_timeout`` in a cluster with no node."""
         cmds: list[Command] = [ToClient(self.jobs[job_id].client_id, JobNotice(job_id, line))
                                for job_id, line in self.installs.tick()]
+        for job_id in list(self._by_client.get(ORPHAN, ())):
+            job = self.jobs[job_id]
+            if job.orphaned_at is not None and now - job.orphaned_at > self.config.resume_timeout:
+                why = f"the head restarted and its client did not resume the job within {self.config.resume_timeout:g}s"
+                cmds += self._end(job, "canceled", JobError("JobCanceled", why))
         if self.nodes:
             return cmds
         for job in list(self.jobs.values()):
@@ -339,7 +401,10 @@ class HeadState:
         """Bring the job touched by an event to rest: feed its nodes (a batch to
         every slot before a second to any, taking a free node before
         prefetching), free the nodes it no longer needs, ask for nodes (its
-        fair share, taken from jobs above theirs between calls), grant credit."""
+        fair share, taken from jobs above theirs between calls), grant credit.
+        A restored job waits for its client (``resume``)."""
+        if job.client_id == ORPHAN:
+            return []
         cmds = self._feed(job)
         self._release_idle_nodes(job, cmds)
         wants = self._can_send(job) and not self._capped(job)

@@ -26,6 +26,9 @@ JobAccepted           H→C        job admitted, with its current parallelism
 InputCredit           H→C        the client may send N more input batches
 InputBatch            C→H→N→W    a run of consecutive inputs
 InputsDone            C→H        no input after ``total``
+InputsStored          H→C        a durable head holds the inputs before ``upto``
+ResumeJob             C→H        go on with a job after the head restarted
+JobResumed            H→C        the head resumed it: resend inputs from ``received``
 ResultBatch           W→N→H→C    results of one input batch
 ResultAck             C→H        the client consumed N result batches
 LogBatch              W→N→H→C    lines printed by the function
@@ -52,7 +55,7 @@ from typing import TypeAlias
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 # Input batches a client may send with SubmitJob, before its first InputCredit
 # (saves a round trip): part of the protocol, so client and head agree on it.
 INITIAL_INPUT_CREDIT = 4
@@ -99,6 +102,9 @@ class Welcome(_Msg):
     # Those nodes take only wheels from the client, whose workers have these {name: version}.
     wheels_only: bool = False
     image_distributions: dict[str, str] = {}
+    # The head keeps its jobs in a durable queue backend: a client whose connection drops
+    # reconnects and resumes its jobs (ResumeJob) instead of failing them.
+    durable: bool = False
 
 
 class Heartbeat(_Msg):
@@ -188,6 +194,33 @@ class InputBatch(_Msg):
 class InputsDone(_Msg):
     job_id: str
     total: int
+
+
+class InputsStored(_Msg):
+    """A durable head holds the job's inputs before ``upto``: the client may forget them
+    (it keeps every batch it sent until then, to send again after a head restart)."""
+
+    job_id: str
+    upto: int
+
+
+class ResumeJob(_Msg):
+    """After reconnecting to a restarted head: go on with this job.  The client holds
+    (and never wants again) its first ``results_held`` result batches."""
+
+    job_id: str
+    results_held: int
+
+
+class JobResumed(_Msg):
+    """The head's answer to ResumeJob: it holds the inputs before ``received`` (the
+    client sends the rest again, then InputsDone), and grants ``input_credit`` batches.
+    ``received`` is -1 when the head does not know the job: it was never stored (the
+    client submits it again) or it was given up."""
+
+    job_id: str
+    received: int
+    input_credit: int
 
 
 class ItemError(_Msg):
@@ -341,6 +374,7 @@ Message: TypeAlias = (
     | CancelJob | InputCredit | InputBatch | InputsDone | ResultBatch | ResultAck | LogBatch | LogAck | AssignJob
     | StartJob | JobSetupFailed | BatchLost | BatchAssigned | Installing | NodeStats | RestartNode | ReleaseJob
     | EndJob
+    | InputsStored | ResumeJob | JobResumed
 )
 
 # What receivers get: batches stay undecoded views (InputBatchView, ResultBatchView).
@@ -349,6 +383,7 @@ DecodedMessage: TypeAlias = (
     | CancelJob | InputCredit | InputBatchView | InputsDone | ResultBatchView | ResultAck | LogBatch | LogAck
     | AssignJob | StartJob | JobSetupFailed | BatchLost | BatchAssigned | Installing | NodeStats | RestartNode
     | ReleaseJob | EndJob
+    | InputsStored | ResumeJob | JobResumed
 )
 
 # What senders may pass: a message, or a received batch forwarded as it came.

@@ -110,7 +110,7 @@ def test_cluster_yaml_names_the_queue_backend():
 
 
 
-def test_a_new_head_drops_what_a_dead_head_of_its_cluster_left_and_only_that(redis_url):
+def test_a_new_head_drops_a_job_it_cannot_read_back_and_touches_no_other_cluster(redis_url):
     import asyncio
 
     from burla.scheduler.backends import open_backend
@@ -133,7 +133,7 @@ def test_a_new_head_drops_what_a_dead_head_of_its_cluster_left_and_only_that(red
     finally:
         head.terminate()
         _, err = head.communicate(timeout=30)
-    assert "job j-old was left by a previous head of cluster 'stale': dropping it" in err
+    assert "dropping a job a previous head left, which cannot be read back: job j-old" in err
 
 
 def test_redis_restarted_mid_job_with_persistence_loses_and_repeats_nothing(clusters):
