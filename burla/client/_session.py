@@ -50,6 +50,7 @@ from ..transport.messages import (
     InputsStored,
     JobAccepted,
     JobEnded,
+    JobEndedAck,
     JobNotice,
     JobResumed,
     LogAck,
@@ -125,6 +126,8 @@ class JobChannel:
                     self._ack_timer = self.session.loop.call_later(ACK_DELAY, self._flush_acks)
             case JobEnded():
                 self._end()
+                if self.session.durable:  # the head keeps the job until it hears we hold its end
+                    self.session._send_quietly(JobEndedAck(self.job_id))
                 self._events.put(Ended(msg))
             case LogBatch(lines=lines):
                 self._logs_in += 1
@@ -422,7 +425,7 @@ class Session:
             except (ConnectionLost, ProtocolError) as e:
                 why = str(e).removeprefix(f"{self.address}: ")  # the transport names the peer too
                 lost = ConnectionLost(f"lost the connection to the burla head at {self.address}: {why}")
-            if not (self.durable and self.jobs and not self._closed):
+            if not (self.durable and any(not j.ended for j in self.jobs.values()) and not self._closed):
                 break
             try:
                 await self._reconnect()
@@ -437,7 +440,8 @@ class Session:
         """The durable head went away (a restart): connect again and resume every job."""
         log.warning("lost the burla head at %s; reconnecting to resume %d job(s)", self.address, len(self.jobs))
         for job in self.jobs.values():
-            job._suspend()
+            if not job.ended:
+                job._suspend()
         self.conn.abort()
         self._reconnecting = True
         try:
@@ -446,7 +450,8 @@ class Session:
         finally:
             self._reconnecting = False
         for job in list(self.jobs.values()):
-            job._ask_resume()
+            if not job.ended:
+                job._ask_resume()
 
     def _send_quietly(self, msg: Message) -> None:
         if not self.conn.closed:

@@ -32,6 +32,7 @@ from ..transport.messages import (
     InputsDone,
     Installing,
     JobEnded,
+    JobEndedAck,
     JobSetupFailed,
     LogAck,
     LogBatch,
@@ -199,6 +200,8 @@ class Head:
                         self._run(self.state.log_ack(client_id, job_id, n))
                     case ResumeJob(job_id=job_id, results_held=held):
                         self._run(self.state.resume(client_id, job_id, held))
+                    case JobEndedAck(job_id=job_id):
+                        self._run(self.state.ended_ack(client_id, job_id))
                     case CancelJob(job_id=job_id, reason=reason):
                         if self.state.jobs.get(job_id) and self.state.jobs[job_id].client_id == client_id:
                             self._run(self.state.cancel(job_id, reason))

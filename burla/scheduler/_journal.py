@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .._errors import QueueUnavailable
-from ..transport.messages import AnyInputBatch, AnyResultBatch, SubmitJob, encode
+from ..transport.messages import AnyInputBatch, AnyResultBatch, JobEnded, SubmitJob, encode
 from ._records import Command, ToClient
 from .backends import QueueBackend, Step
 
@@ -77,11 +77,16 @@ class ResultsAcked:
 
 @dataclass(slots=True)
 class JobFinished:
-    job_id: str
-    status: str
+    ended: JobEnded  # owed to the client after its unacknowledged results
 
 
-Fact = JobCreated | InputsAdded | InputsComplete | ResultFinal | AttemptCharged | ResultsAcked | JobFinished
+@dataclass(slots=True)
+class JobForgotten:
+    job_id: str  # its client holds every result and the end: nothing of it is kept
+
+
+Fact = (JobCreated | InputsAdded | InputsComplete | ResultFinal | AttemptCharged | ResultsAcked | JobFinished
+        | JobForgotten)
 
 
 class Journal:
@@ -176,8 +181,10 @@ def _step(fact: Fact, write_id: str = "") -> Step:
             return Step("set_attempts", (job_id, index, attempts))
         case ResultsAcked(job_id=job_id, upto=upto):
             return Step("results_acked", (job_id, upto))
-        case JobFinished(job_id=job_id):
-            return Step("delete_job", (job_id,))  # nothing resumes an ended job yet: its record goes
+        case JobFinished(ended=ended):
+            return Step("end_job", (ended.job_id, encode(ended)))
+        case JobForgotten(job_id=job_id):
+            return Step("delete_job", (job_id,))
     raise TypeError(f"not a journal fact: {fact!r}")
 
 

@@ -7,7 +7,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..transport.messages import INITIAL_INPUT_CREDIT, AnyInputBatch, AnyResultBatch, Outgoing, SubmitJob
+from ..transport.messages import INITIAL_INPUT_CREDIT, AnyInputBatch, AnyResultBatch, JobEnded, Outgoing, SubmitJob
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,19 @@ class NodeState:
         if spec.func_gpu:
             n = min(n, self.gpus // spec.func_gpu)
         return max(n, 0)
+
+
+@dataclass
+class FinishedJob:
+    """A job that ended on a durable head, kept (with its results, in the backend) until its
+    client says it holds the end (JobEndedAck), leaves, or ``resume_timeout`` passes: a head
+    restarted before then sends the results it lacks again, then the end."""
+
+    ended: JobEnded
+    client_id: str
+    acked: int = 0  # restored: result batches the client acknowledged ...
+    resend: list[AnyResultBatch] = field(default_factory=list)  # ... and the stored ones after those
+    since: float | None = None  # when it ended (first tick after) or was restored
 
 
 @dataclass

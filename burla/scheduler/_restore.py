@@ -16,6 +16,7 @@ from ..transport.messages import (
     AnyInputBatch,
     AnyResultBatch,
     InputBatchView,
+    JobEnded,
     ResultBatchView,
     SubmitJob,
     decode,
@@ -38,6 +39,7 @@ class Restored:
     total: int | None
     acked: int  # result batches the client acknowledged
     results: list[AnyResultBatch]  # stored results after those, oldest first
+    ended: JobEnded | None  # it ended: the client is owed ``results``, then this
 
 
 def restored(stored: StoredJob) -> Restored:
@@ -56,10 +58,13 @@ def restored(stored: StoredJob) -> Restored:
         results = [decode(blob) for blob in stored.results]
         if not all(isinstance(r, ResultBatchView) for r in results):
             raise DamagedJob("a stored result is not a ResultBatch")
+        ended = decode(stored.ended) if stored.ended else None
+        if ended is not None and not isinstance(ended, JobEnded):
+            raise DamagedJob(f"its end is a {type(ended).__name__}")
     except (ValueError, TypeError) as e:  # msgspec.DecodeError is a ValueError
         raise DamagedJob(f"job {stored.job_id}: {e}") from e
     total = stored.total if stored.total >= 0 else None
-    return Restored(spec, queue, received, stored.done, total, stored.acked, results)  # type: ignore[arg-type]
+    return Restored(spec, queue, received, stored.done, total, stored.acked, results, ended)  # type: ignore[arg-type]
 
 
 def runs_left(batch: InputBatchView, stored: StoredJob) -> list[AnyInputBatch]:

@@ -39,6 +39,9 @@ Invariants (checked by tests/scheduler/test_state.py):
 * With a durable queue backend (``durable``), a restarted head restores each
   stored job (``restore``) as an orphan that runs nothing until its client
   resumes it (``resume``) -- within ``resume_timeout``, or it is canceled.
+  A job that ended stays stored (``finished``) until its client says it
+  holds the end (``ended_ack``): a head that dies before its last results
+  and JobEnded went out sends them again after its restart.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..transport.messages import (
+    ALL_INPUTS,
     INITIAL_INPUT_CREDIT,
     AnyInputBatch,
     AnyResultBatch,
@@ -73,12 +77,13 @@ from ._journal import (
     InputsComplete,
     JobCreated,
     JobFinished,
+    JobForgotten,
     ResultFinal,
     ResultsAcked,
 )
 from ._placement import Placement
 from ._queue import BatchQueue, InProcessQueue
-from ._records import Command, HeadConfig, JobState, NodeState, ToClient, ToNode
+from ._records import Command, FinishedJob, HeadConfig, JobState, NodeState, ToClient, ToNode
 from ._restore import Restored
 
 __all__ = ["ORPHAN", "Command", "HeadConfig", "HeadState", "JobState", "NodeState", "ToClient", "ToNode"]
@@ -96,6 +101,7 @@ class HeadState:
         self.installs = Installs()  # nodes installing a job's environment, as the client is told
         self.facts: list[Fact] = []  # for the queue backend, since the last take_facts (_journal)
         self.durable = False  # the backend outlives the head: clients are told what it holds
+        self.finished: dict[str, FinishedJob] = {}  # durable: ended, until the client holds the end
 
     def take_facts(self) -> list[Fact]:
         facts, self.facts = self.facts, []
@@ -295,7 +301,10 @@ class HeadState:
         """A job a previous head left in the durable backend: queued again, as an orphan
         waiting for its client (``resume``)."""
         spec = job.spec
-        if spec.job_id in self.jobs:
+        if spec.job_id in self.jobs or spec.job_id in self.finished:
+            return
+        if job.ended is not None:
+            self.finished[spec.job_id] = FinishedJob(job.ended, ORPHAN, job.acked, job.results, now)
             return
         state = self.jobs[spec.job_id] = JobState(spec, ORPHAN, now, credit_out=0, received=job.received,
                                                   delivered=job.delivered, total=job.total, acked=job.acked,
@@ -314,6 +323,9 @@ class HeadState:
         """The client of a restored job is back, holding its first ``results_held`` result
         batches: it gets the stored ones after those, the input index to send again from,
         and credit; then the job runs."""
+        ended = self.finished.get(job_id)
+        if ended is not None and ended.client_id == ORPHAN:
+            return self._resume_ended(client_id, ended, results_held)
         job = self.jobs.get(job_id)
         if job is None or job.client_id != ORPHAN:
             return [ToClient(client_id, JobResumed(job_id, -1, 0))]
@@ -338,6 +350,22 @@ class HeadState:
         if job.total is not None and job.delivered >= job.total:
             return cmds + self._end(job, "done", None)
         return self._finish(cmds + self._settle(job))
+
+    def _resume_ended(self, client_id: str, job: FinishedJob, results_held: int) -> list[Command]:
+        """A job that ended before the head restarted: the results its client lacks, then the end."""
+        job.client_id = client_id
+        held = min(max(results_held, job.acked), job.acked + len(job.resend))
+        resend, job.resend = job.resend[held - job.acked :], []
+        cmds: list[Command] = [ToClient(client_id, JobResumed(job.ended.job_id, ALL_INPUTS, 0))]
+        return [*cmds, *(ToClient(client_id, rb) for rb in resend), ToClient(client_id, job.ended)]
+
+    def ended_ack(self, client_id: str, job_id: str) -> list[Command]:
+        """The client holds the job's end and every result before it: forget the job."""
+        job = self.finished.get(job_id)
+        if job is not None and job.client_id == client_id:
+            del self.finished[job_id]
+            self.facts.append(JobForgotten(job_id))
+        return []
 
     def log_ack(self, client_id: str, job_id: str, batches: int) -> list[Command]:
         """The client printed its oldest ``batches`` log batches: the credit goes
@@ -367,6 +395,8 @@ class HeadState:
         cmds: list[Command] = []
         for job_id in list(self._by_client.get(client_id, ())):
             cmds += self._end(self.jobs[job_id], "canceled", JobError("JobCanceled", "client disconnected"))
+        for job_id in [j for j, f in self.finished.items() if f.client_id == client_id]:
+            self.ended_ack(client_id, job_id)
         return cmds
 
     def installing(self, node_id: str, job_id: str, what: str, done: bool, now: float) -> list[Command]:
@@ -387,6 +417,12 @@ class HeadState:
             if job.orphaned_at is not None and now - job.orphaned_at > self.config.resume_timeout:
                 why = f"the head restarted and its client did not resume the job within {self.config.resume_timeout:g}s"
                 cmds += self._end(job, "canceled", JobError("JobCanceled", why))
+        for job_id, ended in list(self.finished.items()):
+            if ended.since is None:
+                ended.since = now
+            elif now - ended.since > self.config.resume_timeout:  # the client never said it holds the end
+                del self.finished[job_id]
+                self.facts.append(JobForgotten(job_id))
         if self.nodes:
             return cmds
         for job in list(self.jobs.values()):
@@ -487,7 +523,12 @@ class HeadState:
 
     def _end(self, job: JobState, status: str, error: JobError | None) -> list[Command]:
         del self.jobs[job.job_id]
-        self.facts.append(JobFinished(job.job_id, status))
+        ended = JobEnded(job.job_id, status, error)
+        self.facts.append(JobFinished(ended))
+        if self.durable and job.client_id != ORPHAN:
+            self.finished[job.job_id] = FinishedJob(ended, job.client_id)
+        else:
+            self.facts.append(JobForgotten(job.job_id))
         self._by_client[job.client_id].pop(job.job_id, None)
         if not self._by_client[job.client_id]:
             del self._by_client[job.client_id]
@@ -497,7 +538,7 @@ class HeadState:
         cmds: list[Command] = []
         for node_id in list(job.nodes):
             cmds += self._release(job, self.nodes[node_id])
-        cmds.append(ToClient(job.client_id, JobEnded(job.job_id, status, error)))
+        cmds.append(ToClient(job.client_id, ended))
         return self._finish(cmds)
 
     # --- internals: nodes changing hands ---------------------------------------------------

@@ -29,6 +29,7 @@ InputsDone            C→H        no input after ``total``
 InputsStored          H→C        a durable head holds the inputs before ``upto``
 ResumeJob             C→H        go on with a job after the head restarted
 JobResumed            H→C        the head resumed it: resend inputs from ``received``
+JobEndedAck           C→H        the client holds the job's end and every result before it
 ResultBatch           W→N→H→C    results of one input batch
 ResultAck             C→H        the client consumed N result batches
 LogBatch              W→N→H→C    lines printed by the function
@@ -59,6 +60,7 @@ PROTOCOL_VERSION = 2
 # Input batches a client may send with SubmitJob, before its first InputCredit
 # (saves a round trip): part of the protocol, so client and head agree on it.
 INITIAL_INPUT_CREDIT = 4
+ALL_INPUTS = (1 << 63) - 1  # JobResumed.received of a job that ended: the head needs no input again
 
 
 class _Msg(msgspec.Struct, tag=True, array_like=True, omit_defaults=False):
@@ -159,6 +161,13 @@ class JobEnded(_Msg):
     job_id: str
     status: str  # "done" | "failed" | "canceled"
     error: JobError | None = None
+
+
+class JobEndedAck(_Msg):
+    """Sent to a durable head on JobEnded: it may forget the job (results come before the
+    end, so the client holds them all).  Until then a restarted head could send them again."""
+
+    job_id: str
 
 
 class JobNotice(_Msg):
@@ -374,7 +383,7 @@ Message: TypeAlias = (
     | CancelJob | InputCredit | InputBatch | InputsDone | ResultBatch | ResultAck | LogBatch | LogAck | AssignJob
     | StartJob | JobSetupFailed | BatchLost | BatchAssigned | Installing | NodeStats | RestartNode | ReleaseJob
     | EndJob
-    | InputsStored | ResumeJob | JobResumed
+    | InputsStored | ResumeJob | JobResumed | JobEndedAck
 )
 
 # What receivers get: batches stay undecoded views (InputBatchView, ResultBatchView).
@@ -383,7 +392,7 @@ DecodedMessage: TypeAlias = (
     | CancelJob | InputCredit | InputBatchView | InputsDone | ResultBatchView | ResultAck | LogBatch | LogAck
     | AssignJob | StartJob | JobSetupFailed | BatchLost | BatchAssigned | Installing | NodeStats | RestartNode
     | ReleaseJob | EndJob
-    | InputsStored | ResumeJob | JobResumed
+    | InputsStored | ResumeJob | JobResumed | JobEndedAck
 )
 
 # What senders may pass: a message, or a received batch forwarded as it came.

@@ -32,7 +32,7 @@ def test_a_job_keeps_what_it_needs_to_resume(backend):
     assert run(backend.store_result("j1", 0, 2, b"r0-1"))
     job = run(backend.load("j1"))
     assert job.spec == b"spec" and job.inputs == {0: b"in0-2", 3: b"in3-4"} and job.attempts == {4: 2}
-    assert job.results == [b"r0-1"] and job.total == -1 and job.status == "" and job.done == 2
+    assert job.results == [b"r0-1"] and job.total == -1 and job.ended == b"" and job.done == 2
     assert [job.is_done(i) for i in range(6)] == [True, True, False, False, False, False]
     run(backend.inputs_done("j1", 5))
     assert run(backend.store_result("j1", 2, 1, b"r2"))  # batch 0 is all done now: its inputs go
@@ -79,9 +79,9 @@ def test_an_ended_job_drops_its_inputs_but_keeps_results_until_deleted(backend):
     run(backend.create_job("j3", b"s"))
     run(backend.add_inputs("j3", 0, 2, b"in"))
     assert run(backend.store_result("j3", 0, 1, b"r"))
-    run(backend.end_job("j3", "cancelled"))
+    run(backend.end_job("j3", b"how it ended"))
     job = run(backend.load("j3"))
-    assert job.status == "cancelled" and job.inputs == {} and job.results == [b"r"]
+    assert job.ended == b"how it ended" and job.inputs == {} and job.results == [b"r"]
     run(backend.delete_job("j3"))
     assert run(backend.load("j3")) is None and run(backend.job_ids()) == []
 

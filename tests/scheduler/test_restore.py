@@ -98,7 +98,7 @@ def test_a_restored_job_runs_only_what_was_not_done_and_resends_what_the_client_
     assert "j" not in s2.jobs
 
 
-def test_results_the_client_already_holds_are_not_sent_again():
+def test_a_job_that_ended_before_its_last_results_went_out_sends_them_after_a_restart():
     backend = MemoryBackend()
     s = HeadState()
     s.durable = True
@@ -107,8 +107,39 @@ def test_results_the_client_already_holds_are_not_sent_again():
     cmds += s.input_batch("c1", view(batch("j", 2, 2))) + s.inputs_done("c1", "j", 4)
     for b in to_node(cmds, kind=InputBatchView):
         s.result("n1", view(result_of(b)))
-    written(s, backend)  # both final; the job ended: its record is gone
+    written(s, backend)  # both final and the job ended; the head dies before sending any of it
+    assert "j" not in s.jobs and asyncio.run(backend.load("j")).ended
+
+    s2 = restart(backend)
+    out = s2.resume("c2", "j", results_held=1)  # the first result had reached the client
+    assert [type(c.msg).__name__ for c in out] == ["JobResumed", "ResultBatchView", "JobEnded"]
+    assert out[1].msg.start == 2 and out[2].msg.status == "done"
+    assert s2.resume("c3", "j", 0)[0].msg.received == -1  # no one else takes it over
+    s2.ended_ack("c2", "j")
+    written(s2, backend)
     assert asyncio.run(backend.load("j")) is None
+
+
+def test_a_finished_job_is_forgotten_when_its_client_holds_the_end_or_after_resume_timeout():
+    backend = MemoryBackend()
+    s = HeadState(HeadConfig(resume_timeout=30))
+    s.durable = True
+    s.node_joined(node("n1", workers=2))
+    for job_id, client in (("a", "c1"), ("b", "c1"), ("c", "c2")):
+        s.submit(client, spec(job_id), 0)
+        s.cancel(job_id, "test")
+    written(s, backend)
+    assert set(s.finished) == {"a", "b", "c"}
+    s.ended_ack("c1", "a")
+    s.client_left("c1")
+    assert set(s.finished) == {"c"}
+    s.tick(0.0)
+    s.tick(29.0)
+    assert "c" in s.finished
+    s.tick(31.0)
+    assert not s.finished
+    written(s, backend)
+    assert asyncio.run(backend.job_ids()) == []
 
 
 def test_crashed_inputs_travel_alone_with_their_attempts_and_done_ones_are_skipped():

@@ -9,7 +9,7 @@ def test_every_message_roundtrips() -> None:
         m.ClientHello(), m.NodeHello("n", "h", 2, 1 << 30, 2), m.WorkerHello(1, 2), m.Welcome("c", 3), m.Heartbeat(),
         m.SubmitJob("j", "f", b"fn", 1, 0, 0, 3, 0.0, True), m.JobAccepted("j", 2, 4),
         m.JobEnded("j", "failed", m.JobError("WorkerCrashed", "x", 3)), m.CancelJob("j", "r"), m.JobNotice("j", "t"),
-        m.InputCredit("j", 4), m.InputBatch("j", 0, [1, 2], 0, b"ab"), m.InputsDone("j", 2), m.InputsStored("j", 2), m.ResumeJob("j", 3), m.JobResumed("j", 2, 4),
+        m.InputCredit("j", 4), m.InputBatch("j", 0, [1, 2], 0, b"ab"), m.InputsDone("j", 2), m.InputsStored("j", 2), m.ResumeJob("j", 3), m.JobResumed("j", 2, 4), m.JobEndedAck("j"),
         m.ResultBatch("j", 0, [1], [m.ItemError(0, "E", "tb", b"")], [0.1], b"a"), m.ResultAck("j", 1),
         m.LogBatch("j", [m.LogLine(0, 1, "hi")]), m.LogAck("j", 2), m.AssignJob("j", b"f", 2, 0.0, 0), m.StartJob("j", b"f", 0.0),
         m.JobSetupFailed("j", "x"), m.BatchLost("j", 0, -1, "r"), m.ReleaseJob("j"), m.EndJob("j"),

@@ -11,7 +11,8 @@ I/O layer before the step it records is made visible:
 - attempts per input (crashes charged against ``max_retries``);
 - which inputs are done (a bitmap: one bit per input), and the total once
   the client has sent them all;
-- results the client has not acknowledged, in the order they were stored.
+- results the client has not acknowledged, in the order they were stored;
+- once it ended, how (the JobEnded its client is owed after those results).
 
 A result is final once ``store_result`` has returned True: in one atomic
 step it checked that none of its inputs was done, marked them done and kept
@@ -49,7 +50,7 @@ class StoredJob:
     acked: int = 0  # results the client acknowledged (and the backend forgot): results[0] is number acked + 1
     done_bits: bytes = b""  # bit i (most significant first, as Redis' SETBIT) set: input i is done
     total: int = -1  # inputs the client sent, once it said it sent them all
-    status: str = ""  # "" running, else how it ended
+    ended: bytes = b""  # b"" running, else the encoded JobEnded the client is owed after its results
 
     def is_done(self, index: int) -> bool:
         byte = index >> 3
@@ -90,8 +91,9 @@ class QueueBackend(Protocol):
         """The client holds the first ``upto`` results of the job: forget them (idempotent:
         a step retried after a lost reply changes nothing)."""
 
-    async def end_job(self, job_id: str, status: str) -> None:
-        """Record how the job ended and drop its inputs; unacknowledged results stay."""
+    async def end_job(self, job_id: str, ended: Blob) -> None:
+        """Record how the job ended (the encoded JobEnded) and drop its inputs; results the
+        client has not acknowledged stay, until ``delete_job``."""
 
     async def delete_job(self, job_id: str) -> None: ...
     async def write(self, steps: list[Step]) -> list[bool]:

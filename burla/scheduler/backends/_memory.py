@@ -78,7 +78,7 @@ class MemoryBackend:
 
     async def add_inputs(self, job_id: str, start: int, size: int, batch: Blob) -> None:
         job = self._jobs.get(job_id)
-        if job is None or job.stored.status or start in job.sizes:
+        if job is None or job.stored.ended or start in job.sizes:
             return
         insort(job.starts, start)
         job.stored.inputs[start] = batch
@@ -119,9 +119,9 @@ class MemoryBackend:
             del job.stored.results[: upto - job.stored.acked]
             job.stored.acked = upto
 
-    async def end_job(self, job_id: str, status: str) -> None:
+    async def end_job(self, job_id: str, ended: Blob) -> None:
         if (job := self._jobs.get(job_id)) is not None:
-            job.stored.status = status
+            job.stored.ended = bytes(ended)
             job.stored.inputs.clear()
             job.sizes.clear()
             job.left.clear()

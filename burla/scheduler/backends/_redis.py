@@ -3,8 +3,8 @@
 Keys of job J of cluster C (one hash slot, ``{J}``, so a Redis Cluster
 keeps a job on one shard; C lets clusters share a Redis):
 
-- ``burla:C:{J}:meta``    hash: ``spec`` (the encoded SubmitJob), ``total``, ``status``,
-  ``acked`` (results the client acknowledged)
+- ``burla:C:{J}:meta``    hash: ``spec`` (the encoded SubmitJob), ``total``, ``acked``
+  (results the client acknowledged), ``ended`` (the encoded JobEnded, once it ended)
 - ``burla:C:{J}:inputs``  hash: input batch start -> encoded InputBatch
 - ``burla:C:{J}:sizes``   hash: input batch start -> inputs in it
 - ``burla:C:{J}:starts``  sorted set of those starts (to find a result's batch)
@@ -144,7 +144,7 @@ class RedisBackend:
         (meta,) = self._keys(job_id, "meta")
         p.hsetnx(meta, "spec", spec)
         p.hsetnx(meta, "total", -1)
-        p.hsetnx(meta, "status", "")
+        p.hsetnx(meta, "ended", b"")
         p.sadd(self._jobs, job_id)
         return None
 
@@ -173,9 +173,9 @@ class RedisBackend:
         await self._ack(keys=self._keys(job_id, "meta", "results"), args=[upto], client=p)
         return None
 
-    async def _q_end_job(self, p: Any, job_id: str, status: str) -> int | None:
+    async def _q_end_job(self, p: Any, job_id: str, ended: Blob) -> int | None:
         meta, inputs, sizes, starts = self._keys(job_id, "meta", "inputs", "sizes", "starts")
-        p.hset(meta, "status", status)
+        p.hset(meta, "ended", _sendable(ended))
         p.delete(inputs, sizes, starts)
         return None
 
@@ -223,8 +223,8 @@ class RedisBackend:
     async def results_acked(self, job_id: str, upto: int) -> None:
         await self._one("results_acked", job_id, upto)
 
-    async def end_job(self, job_id: str, status: str) -> None:
-        await self._one("end_job", job_id, status)
+    async def end_job(self, job_id: str, ended: Blob) -> None:
+        await self._one("end_job", job_id, ended)
 
     async def delete_job(self, job_id: str) -> None:
         await self._one("delete_job", job_id)
@@ -248,7 +248,7 @@ class RedisBackend:
         return StoredJob(job_id, m[b"spec"], {int(k): v for k, v in ins.items()},
                          {int(k): int(v) for k, v in att.items()}, list(res),
                          int(m.get(b"acked", 0)), bits or b"", int(m.get(b"total", -1)),
-                         m.get(b"status", b"").decode())
+                         m.get(b"ended", b""))
 
 
 def _sendable(blob: Blob) -> bytes | memoryview:
