@@ -191,8 +191,10 @@ class JobChannel:
         """The new head's answer: send again what it lacks, under the credit it grants."""
         if msg.received < 0:
             if self._accepted:  # it was stored, and is gone: nothing can bring it back
-                why = f"the burla head at {self.session.address} restarted without job {self.job_id}"
-                self._lost(ConnectionLost(f"{why} (its queue backend no longer holds it)"))
+                self._lost(ConnectionLost(
+                    f"lost the connection to the burla head at {self.session.address}, which no longer had job "
+                    f"{self.job_id} when this client came back (a head that stayed up cancels the jobs of a client "
+                    "that disconnects; a restarted one keeps only what its queue backend held)"))
                 return
             self.session._send_quietly(self.spec)  # it never reached the backend: submit it again
             self._resend = deque(self._unstored)
