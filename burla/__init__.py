@@ -17,12 +17,14 @@ from ._errors import (
     InputTooBig,
     JobCanceled,
     JobFailed,
+    JobNotFound,
     NoCompatibleNodes,
     ProtocolError,
     ProviderError,
     QueueUnavailable,
     RemoteError,
     RemoteExit,
+    ResultsExpired,
     ResultTooBig,
     SerializationError,
     WorkerCrashed,
@@ -30,7 +32,16 @@ from ._errors import (
 from ._version import __version__
 
 if TYPE_CHECKING:  # typed for users' checkers; at run time loaded on first use (see __getattr__)
-    from .client import BrokenExecutor, Executor, connect, remote_parallel_map, remote_parallel_map_async, shutdown
+    from .client import (
+        BrokenExecutor,
+        Executor,
+        Job,
+        connect,
+        job,
+        remote_parallel_map,
+        remote_parallel_map_async,
+        shutdown,
+    )
 
 __all__ = [
     "AuthenticationError",
@@ -43,8 +54,10 @@ __all__ = [
     "Executor",
     "FunctionLoadError",
     "InputTooBig",
+    "Job",
     "JobCanceled",
     "JobFailed",
+    "JobNotFound",
     "NoCompatibleNodes",
     "ProtocolError",
     "ProviderError",
@@ -52,18 +65,20 @@ __all__ = [
     "RemoteError",
     "RemoteExit",
     "ResultTooBig",
+    "ResultsExpired",
     "SerializationError",
     "WorkerCrashed",
     "__version__",
     "connect",
+    "job",
     "remote_parallel_map",
     "remote_parallel_map_async",
     "shutdown",
 ]
 
 
-_CLIENT_NAMES = ("BrokenExecutor", "Executor", "connect", "remote_parallel_map", "remote_parallel_map_async",
-                 "shutdown")
+_CLIENT_NAMES = ("BrokenExecutor", "Executor", "Job", "connect", "job", "remote_parallel_map",
+                 "remote_parallel_map_async", "shutdown")
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,9 @@
     │                                       (defined in client/_executor.py: it needs
     │                                       concurrent.futures, which workers never import)
     ├── JobCanceled                         the job was canceled (Ctrl-C, cancel)
+    ├── JobNotFound (LookupError)           burla.job(id): the head has no such detached job
     └── JobFailed                           the cluster could not complete the job
+        ├── ResultsExpired                  a detached job's results passed their retention
         ├── WorkerCrashed                   an input killed its worker max_retries+1 times
         ├── CallTimeout (TimeoutError)      one call ran longer than func_timeout
         ├── NoCompatibleNodes               no node can host func_cpu / func_ram
@@ -82,6 +84,11 @@ class JobCanceled(BurlaError):
     pass
 
 
+class JobNotFound(BurlaError, LookupError):
+    """``burla.job(job_id)``: the cluster's head has no detached job of that id (never, or
+    no longer: its results were all taken, it was canceled, or its record expired)."""
+
+
 class JobFailed(BurlaError):
     """The job could not complete; ``input_index`` is set when one input is to blame."""
 
@@ -89,6 +96,10 @@ class JobFailed(BurlaError):
         super().__init__(message)
         self.input_index = input_index
         self.burla_input_index = input_index
+
+
+class ResultsExpired(JobFailed):
+    """A detached job's results waited longer than the head's retention and were dropped."""
 
 
 class WorkerCrashed(JobFailed):
@@ -136,12 +147,14 @@ class RemoteExit(RemoteError):
 # JobError.kind on the wire -> the class the client raises.
 JOB_ERROR_KINDS: dict[str, type[JobFailed]] = {
     cls.__name__: cls
-    for cls in (JobFailed, WorkerCrashed, CallTimeout, NoCompatibleNodes, FunctionLoadError, RemoteError)
+    for cls in (JobFailed, WorkerCrashed, CallTimeout, NoCompatibleNodes, FunctionLoadError, RemoteError,
+                ResultsExpired)
 }
 
 # Shown (and pickled) as burla.X, the name users import and catch, not burla._errors.X.
 for _cls in (BurlaError, ConfigError, SerializationError, InputTooBig, ResultTooBig, ClusterUnreachable,
              AuthenticationError, ProtocolError, ConnectionLost, ProviderError, JobCanceled, JobFailed, WorkerCrashed,
-             CallTimeout, NoCompatibleNodes, FunctionLoadError, RemoteError, RemoteExit):
+             CallTimeout, NoCompatibleNodes, FunctionLoadError, RemoteError, RemoteExit, JobNotFound, ResultsExpired,
+             QueueUnavailable):
     _cls.__module__ = "burla"
 del _cls

@@ -32,6 +32,7 @@ def remote_parallel_map(
     init_args: tuple[Any, ...] = (),
     init_kwargs: dict[str, Any] | None = None,
     sync_packages: bool | None = None,
+    detach: bool = False,
 ) -> Any:
     """Call ``function_`` on every input, in parallel on the cluster.
 
@@ -69,9 +70,23 @@ def remote_parallel_map(
     install -e .``) are built into wheels here and shipped.
     ``sync_packages=False`` (or ``BURLA_SYNC_PACKAGES=0`` in the environment)
     turns that off: the workers then have only what their image has.
+
+    ``detach=True`` returns a ``burla.Job`` once the head holds every input;
+    the job runs on without this process (closed laptop, SIGKILL), and
+    ``burla.job(job_id).results()`` takes its results later, from any
+    client.  It needs a cluster that outlives this process (``burla up``;
+    with ``queue: {type: redis}`` it also survives a head restart).  Ctrl-C
+    before the upload ends cancels the job.
     """
+    if not isinstance(detach, bool):
+        raise ConfigError(f"detach must be True or False, got {detach!r}")
+    if detach and (generator or ordered):
+        raise ConfigError("detach=True returns a burla.Job, whose .results() yields the results: "
+                          "drop generator= / ordered=")
     run = prepare(function_, inputs, func_cpu, func_ram, max_parallelism, raise_errors, spinner, max_retries,
-                  func_timeout, max_input_bytes, image, func_gpu, init_args, init_kwargs, sync_packages)
+                  func_timeout, max_input_bytes, image, func_gpu, init_args, init_kwargs, sync_packages, detach)
+    if detach:
+        return run.detached()
     if generator:
         return ordered_values(run.results()) if ordered else (value for _, value in run.results())
     return collect(run, run.results())
@@ -81,7 +96,7 @@ def prepare(function_: Callable[..., Any], inputs: Iterable[Any], func_cpu: int,
             max_parallelism: int | None, raise_errors: bool, spinner: bool, max_retries: int,
             func_timeout: float | None, max_input_bytes: int, image: str | None, func_gpu: int | None,
             init_args: tuple[Any, ...] = (), init_kwargs: dict[str, Any] | None = None,
-            sync_packages: bool | None = None) -> JobRun:
+            sync_packages: bool | None = None, detach: bool = False) -> JobRun:
     """Check every argument and pickle the function: errors here, before anything is sent."""
     if not callable(function_):
         raise ConfigError(f"function_ must be callable, got {type(function_).__name__}")
@@ -98,7 +113,7 @@ def prepare(function_: Callable[..., Any], inputs: Iterable[Any], func_cpu: int,
         raise ConfigError(f"init_args / init_kwargs build a stateful worker from a class that defines __call__; "
                           f"{getattr(function_, '__qualname__', function_)!r} is not one")
     options = JobOptions(func_cpu, func_ram, max_parallelism, raise_errors, spinner, max_retries, func_timeout,
-                         max_input_bytes, image or "", func_gpu or 0, syncs_packages(sync_packages))
+                         max_input_bytes, image or "", func_gpu or 0, syncs_packages(sync_packages), detach)
     return JobRun(function_, inputs, options)
 
 

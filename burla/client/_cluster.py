@@ -92,6 +92,11 @@ def session() -> Session:
         return _session
 
 
+def is_embedded(session: Session) -> bool:
+    """Is ``session`` the embedded cluster's (which dies with this process)?"""
+    return _embedded is not None and session.address == _embedded.record.head
+
+
 def shutdown() -> None:
     """Close the session and stop the embedded cluster, if any."""
     global _session, _embedded

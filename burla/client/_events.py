@@ -51,8 +51,13 @@ class FeedFailed:
 
 
 @dataclass(frozen=True)
+class Uploaded:
+    """A detached job's head holds every input: its client may go."""
+
+
+@dataclass(frozen=True)
 class Abandoned:
     """The caller stopped waiting (an async caller's task was cancelled): cancel the job."""
 
 
-JobEvent = Results | Logs | Notice | Ended | Lost | FeedFailed | Abandoned
+JobEvent = Results | Logs | Notice | Ended | Lost | FeedFailed | Abandoned | Uploaded

@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from .. import _nested
-from .._errors import ConnectionLost, JobCanceled
+from .._errors import ConfigError, ConnectionLost, JobCanceled
 from ..transport._payload import Segments, unpack
 from ..transport.messages import INITIAL_INPUT_CREDIT, InputBatch, SubmitJob
 from . import _cluster
-from ._events import Abandoned, Ended, FeedFailed, Logs, Lost, Notice, Results
+from ._detached import Job
+from ._events import Abandoned, Ended, FeedFailed, Logs, Lost, Notice, Results, Uploaded
 from ._pickling import Batcher, dumps_function
 from ._progress import Progress
 from ._results import job_error, rebuild
-from ._session import JobChannel
+from ._session import JobChannel, Session
 
 FEEDER_JOIN_TIMEOUT = 1.0  # seconds to wait for the feeder after the job ended (it may sit in the user's generator)
 
@@ -40,6 +41,7 @@ class JobOptions:
     image: str
     func_gpu: int
     sync_packages: bool = True
+    detach: bool = False
 
 
 class Feeder:
@@ -93,18 +95,22 @@ class JobRun:
         o = self.options
         return SubmitJob(job_id, self.fn_name, self.blob, o.func_cpu, int(o.func_ram * 2**30) if o.func_ram else 0,
                          o.max_parallelism or 0, o.max_retries, float(o.func_timeout or 0), o.raise_errors, o.image,
-                         o.func_gpu, parent=_nested.parent_job)
+                         o.func_gpu, parent=_nested.parent_job, detach=o.detach)
 
     def results(self) -> Iterator[tuple[int, Any]]:
         if self.total == 0:
             return
         session = _cluster.session()
+        if self.options.detach:
+            _refuse_detach(session)
         batcher = Batcher(self.inputs, self.options.max_input_bytes)
         job_id = f"{self.fn_name}-{secrets.token_urlsafe(6)}"
         first: list[InputBatch] = []
         while len(first) < INITIAL_INPUT_CREDIT and (b := batcher.next_batch()) is not None:
             first.append(InputBatch(job_id, b[0], b[1], 0, _as_bytes(b[2])))
         if not first:  # an empty generator
+            if self.options.detach:
+                raise ConfigError("detach=True: the inputs were empty, so there is no job to detach")
             return
         done_total = batcher.count if batcher.exhausted else None
         job = session.submit(self._spec(job_id), first, done_total, self.options.sync_packages)
@@ -115,10 +121,57 @@ class JobRun:
         if feeder is not None:
             feeder.start()
         try:
+            if self.options.detach:
+                self._upload(job)
+                return
             yield from self._consume(job, batcher)
         finally:
             if feeder is not None:
                 feeder.stop()
+
+    def detached(self) -> Job:
+        """Submit the job detached; return its handle once the head holds every input."""
+        for _ in self.results():
+            pass  # (results() yields nothing for a detached job)
+        if self._channel is None:  # no inputs
+            raise ConfigError("detach=True: the inputs were empty, so there is no job to detach")
+        return Job(self._channel.job_id)
+
+    def _upload(self, job: JobChannel) -> None:
+        """Wait until the head holds every input (Ctrl-C or an error before: the job is canceled)."""
+        finished = False
+        try:
+            while True:
+                match job.next_event():
+                    case Uploaded():
+                        finished = True
+                        job.show(Notice(f"done uploading inputs: job {job.job_id} runs on without this client; "
+                                        f"burla.job({job.job_id!r}).results() takes its results"))
+                        return
+                    case Logs() | Notice() as shown:
+                        job.show(shown)
+                    case Ended(msg=ended):
+                        finished = True
+                        if ended.status != "done":
+                            raise job_error(ended.error)
+                        return  # done already: its results wait for burla.job(...).results()
+                    case Lost(error=error):
+                        finished = True
+                        raise error
+                    case FeedFailed(error=error):
+                        raise error
+                    case Abandoned():
+                        return
+                    case Results():
+                        pass  # (a detached job's results go to its readers)
+        except KeyboardInterrupt:
+            job.cancel("canceled by the user (Ctrl-C) before every input was uploaded")
+            finished = True
+            raise JobCanceled("job canceled by user (Ctrl-C) before every input was uploaded") from None
+        finally:
+            if not finished:
+                job.cancel("the client stopped before every input was uploaded")
+            job.close()
 
     def _consume(self, job: JobChannel, batcher: Batcher) -> Iterator[tuple[int, Any]]:
         progress = Progress(self.fn_name, self.total, enabled=self.options.spinner and not _nested.parent_job)
@@ -161,6 +214,13 @@ class JobRun:
             if not finished:  # an error above, or the caller dropped the generator
                 job.cancel("the client stopped the job")
             job.close()
+
+
+def _refuse_detach(session: Session) -> None:
+    if _cluster.is_embedded(session):
+        raise ConfigError("detach=True needs a cluster that outlives this process: the embedded cluster stops "
+                          "with it. Start one with `burla up cluster.yaml` (with `queue: {type: redis}` its detached "
+                          "jobs also survive a head restart), or burla.connect() to one")
 
 
 def _as_bytes(payload: bytes | Segments) -> bytes:

@@ -41,6 +41,7 @@ from ..transport import Connection, TransportConfig, connect
 from ..transport._tls import client_context
 from ..transport.messages import (
     INITIAL_INPUT_CREDIT,
+    AttachJob,
     CancelJob,
     ClientHello,
     DecodedMessage,
@@ -49,14 +50,18 @@ from ..transport.messages import (
     InputsDone,
     InputsStored,
     JobAccepted,
+    JobAttached,
     JobEnded,
     JobEndedAck,
+    JobError,
+    JobInfo,
     JobNotice,
     JobResumed,
     LogAck,
     LogBatch,
     LogLine,
     Message,
+    QueryJob,
     ResultAck,
     ResultBatchView,
     ResumeJob,
@@ -64,7 +69,7 @@ from ..transport.messages import (
     Welcome,
 )
 from ._environment import job_environment
-from ._events import Ended, JobEvent, Logs, Lost, Notice, Results
+from ._events import Ended, JobEvent, Logs, Lost, Notice, Results, Uploaded
 
 log = logging.getLogger("burla.client")
 T = TypeVar("T")
@@ -80,10 +85,15 @@ RESUMED = "head restarted, job resumed"
 class JobChannel:
     """One job's traffic between the loop thread and the caller."""
 
-    def __init__(self, session: Session, spec: SubmitJob) -> None:
+    def __init__(self, session: Session, spec: SubmitJob | None, job_id: str = "") -> None:
+        """``spec``: the job this client submits; None: a detached job it reads (``Session.attach``)."""
         self.session = session
         self.spec = spec
-        self.job_id = spec.job_id
+        self.job_id = spec.job_id if spec is not None else job_id
+        self._read_base = -1  # reading: the result batches the job's readers had taken before us
+        # ... and, until the head answers AttachJob, results still on their way to an earlier
+        # reader in this session are not ours (the answer is followed by every one not taken)
+        self._attaching = spec is None
         self._events: queue.SimpleQueue[JobEvent] = queue.SimpleQueue()
         self.n_workers = 0
         self.ended = False
@@ -114,11 +124,17 @@ class JobChannel:
             case JobAccepted(n_workers=n):
                 self.n_workers = n
                 self._accepted = True
-            case InputsStored(upto=upto):
+            case InputsStored(upto=upto, complete=complete):
                 while self._unstored and self._unstored[0].start + len(self._unstored[0].ends) <= upto:
                     self._unstored.popleft()
+                if complete:
+                    self._events.put(Uploaded())
             case JobResumed():
                 self._resumed(msg)
+            case JobAttached():
+                self._attached(msg)
+            case _ if self._attaching and not isinstance(msg, JobAttached):
+                return  # for an earlier reader of the job in this session
             case ResultBatchView():
                 self._results_in += 1
                 self._events.put(Results(msg))
@@ -185,10 +201,26 @@ class JobChannel:
             self._ack_timer = None
 
     def _ask_resume(self) -> None:
-        self.session._send_quietly(ResumeJob(self.job_id, self._results_in))
+        if self.spec is None:  # reading a detached job: attach again, holding what we received
+            self.session._send_quietly(AttachJob(self.job_id, self._read_base + self._results_in))
+        else:
+            self.session._send_quietly(ResumeJob(self.job_id, self._results_in))
+
+    def _attached(self, msg: JobAttached) -> None:
+        if not msg.found:
+            self._end()
+            why = f"the burla head at {self.session.address} has no detached job {self.job_id!r}"
+            self._events.put(Ended(JobEnded(self.job_id, "unknown", JobError("JobNotFound", why))))
+            return
+        if self._read_base < 0:
+            self._read_base = msg.first
+        elif self._resuming:
+            self._events.put(Notice(RESUMED))
+        self._resuming = self._attaching = False
 
     def _resumed(self, msg: JobResumed) -> None:
         """The new head's answer: send again what it lacks, under the credit it grants."""
+        assert self.spec is not None  # (only a submitted job is resumed)
         if msg.received < 0:
             if self._accepted:  # it was stored, and is gone: nothing can bring it back
                 self._lost(ConnectionLost(
@@ -336,6 +368,9 @@ class JobChannel:
             self.close()
 
     def close(self) -> None:
+        """Forget the job here; what the caller consumed is acknowledged first (a detached job's
+        next reader must not be given it again)."""
+        self.session.soon(self._flush_acks)
         self.session.jobs.pop(self.job_id, None)
 
 
@@ -353,6 +388,7 @@ class Session:
         self.wheel_image: dict[str, str] | None = None
         self.durable = False  # the head's jobs outlive it: reconnect and resume them
         self._reconnecting = False
+        self._queries: dict[str, deque[asyncio.Future[JobInfo]]] = {}  # QueryJob's waiting for JobInfo
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
         self._thread = threading.Thread(target=self.loop.run_forever, name="burla-client", daemon=True)
@@ -421,6 +457,9 @@ class Session:
             try:
                 while True:
                     msg = await self.conn.recv()
+                    if isinstance(msg, JobInfo):
+                        self._answered(msg)
+                        continue
                     job = self.jobs.get(getattr(msg, "job_id", ""))
                     if job is not None:
                         job._on_message(msg)
@@ -435,8 +474,25 @@ class Session:
                 lost = ConnectionLost(f"{lost}; it did not come back within {RESUME_TIMEOUT:g}s ({e})")
                 break
         self.dead = lost
+        self._fail_queries(lost)
         for job in list(self.jobs.values()):
             job._lost(lost)
+
+    def _answered(self, info: JobInfo) -> None:
+        waiting = self._queries.get(info.job_id)
+        if waiting:
+            fut = waiting.popleft()
+            if not waiting:
+                del self._queries[info.job_id]
+            if not fut.done():
+                fut.set_result(info)
+
+    def _fail_queries(self, error: ConnectionLost) -> None:
+        queries, self._queries = self._queries, {}
+        for waiting in queries.values():
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_exception(error)
 
     async def _reconnect(self) -> None:
         """The durable head went away (a restart): connect again and resume every job."""
@@ -444,6 +500,7 @@ class Session:
         for job in self.jobs.values():
             if not job.ended:
                 job._suspend()
+        self._fail_queries(ConnectionLost(f"lost the connection to the burla head at {self.address}"))
         self.conn.abort()
         self._reconnecting = True
         try:
@@ -485,6 +542,34 @@ class Session:
 
         self.call(go(), CONNECT_TIMEOUT)
         return job
+
+    def attach(self, job_id: str) -> JobChannel:
+        """Read a detached job's results (AttachJob): they arrive on the channel."""
+        job = JobChannel(self, None, job_id)
+
+        async def go() -> None:
+            if self.dead is not None:
+                raise self.dead
+            self.jobs[job_id] = job
+            if self._reconnecting:
+                job._suspend()  # attached once the head is back
+            else:
+                self._send_quietly(AttachJob(job_id, 0))
+
+        self.call(go(), CONNECT_TIMEOUT)
+        return job
+
+    def query(self, job_id: str) -> JobInfo:
+        """How the head says the job is doing (QueryJob)."""
+        async def go() -> JobInfo:
+            if self.dead is not None:
+                raise self.dead
+            fut: asyncio.Future[JobInfo] = asyncio.get_running_loop().create_future()
+            self._queries.setdefault(job_id, deque()).append(fut)
+            self._send_quietly(QueryJob(job_id))
+            return await fut
+
+        return self.call(go(), CONNECT_TIMEOUT)
 
     def close(self) -> None:
         """Close the connection and stop the loop thread (bounded by CLOSE_TIMEOUT each)."""

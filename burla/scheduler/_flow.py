@@ -13,7 +13,9 @@ def window(cfg: HeadConfig, job: JobState) -> int:
 
 
 def can_send(cfg: HeadConfig, job: JobState, queued: int) -> bool:
-    return queued > 0 and len(job.inflight) + job.unacked < window(cfg, job)
+    """A detached job's results wait at the head for a client: it pauses at ``detached_bytes``."""
+    return (queued > 0 and len(job.inflight) + job.unacked < window(cfg, job)
+            and job.resend_bytes < cfg.detached_bytes)
 
 
 def prefetches(cfg: HeadConfig, job: JobState) -> bool:

@@ -23,6 +23,7 @@ from ..transport import Connection, TransportConfig, serve
 from ..transport._address import listen_backlog
 from ..transport.messages import (
     PROTOCOL_VERSION,
+    AttachJob,
     BatchAssigned,
     BatchLost,
     CancelJob,
@@ -39,6 +40,7 @@ from ..transport.messages import (
     NodeHello,
     NodeStats,
     Outgoing,
+    QueryJob,
     ResultAck,
     ResultBatchView,
     ResumeJob,
@@ -133,7 +135,7 @@ class Head:
                 log.error("dropping a job a previous head left, which cannot be read back: %s", e)
                 await self.backend.delete_job(job_id)
                 continue
-            self.state.restore(job, now)
+            self._run(self.state.restore(job, now))
             self.monitor.submitted(job.spec, "(restored)")
             log.warning("job %s restored from %s: %d of %s inputs done, %d queued again; waiting for its client",
                         job_id, self.backend.where, job.delivered, job.total if job.total is not None else "?",
@@ -202,8 +204,12 @@ class Head:
                         self._run(self.state.resume(client_id, job_id, held))
                     case JobEndedAck(job_id=job_id):
                         self._run(self.state.ended_ack(client_id, job_id))
+                    case AttachJob(job_id=job_id, held=held):
+                        self._run(self.state.attach(client_id, job_id, held))
+                    case QueryJob(job_id=job_id):
+                        conn.send_nowait(self.state.query(job_id))
                     case CancelJob(job_id=job_id, reason=reason):
-                        if self.state.jobs.get(job_id) and self.state.jobs[job_id].client_id == client_id:
+                        if self.state.may_cancel(client_id, job_id):
                             self._run(self.state.cancel(job_id, reason))
                     case other:
                         raise ProtocolError(f"client {conn.peer} sent {type(other).__name__}")

@@ -115,8 +115,9 @@ class Monitor:
     def result(self, job_id: str, start: int, count: int, errors: list[ItemError], durations: list[float]) -> None:
         """Results of ``count`` inputs from ``start``: a whole batch or the next part of one."""
         job = self.jobs.get(job_id)
-        if job is None or (b := job.batch_of(start)) is None:
-            return
+        if job is None or (b := job.batch_of(start)) is None or b.state == "done":
+            return  # (done: sent again, to a detached job's reader or after a head restart)
+        count = min(count, b.count - b.done)
         b.done += count
         if b.done >= b.count:
             b.state = "done"

@@ -37,6 +37,11 @@ class HeadConfig:
     resume_timeout:       seconds a job restored by a restarted head (durable
                           queue backend) waits for its client to resume it
                           before it is canceled.
+    detached_bytes:       result bytes a detached job may hold for a client
+                          to take; past it the job pauses until one does.
+    retention:            seconds a detached job's results wait after it
+                          ended; then they are dropped and it says "expired"
+                          (kept as such as long again).
     """
 
     input_queue_batches: int = 32
@@ -46,6 +51,8 @@ class HeadConfig:
     job_bytes: int = 256 << 20
     prefetch_below: float = 0.1
     resume_timeout: float = 60.0
+    detached_bytes: int = 256 << 20
+    retention: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
         if self.input_queue_batches < INITIAL_INPUT_CREDIT:
@@ -123,10 +130,14 @@ class FinishedJob:
     restarted before then sends the results it lacks again, then the end."""
 
     ended: JobEnded
-    client_id: str
-    acked: int = 0  # restored: result batches the client acknowledged ...
+    client_id: str  # detached: its reader, if one is attached
+    acked: int = 0  # result batches the client acknowledged ...
     resend: list[AnyResultBatch] = field(default_factory=list)  # ... and the stored ones after those
     since: float | None = None  # when it ended (first tick after) or was restored
+    detached: bool = False  # kept ``retention`` s until every result is taken (acknowledged)
+    end_held: bool = False  # detached: its reader has the end (JobEndedAck)
+    total: int = -1  # detached, for JobInfo
+    delivered: int = 0
 
 
 @dataclass
@@ -167,6 +178,10 @@ class JobState:
     # Restored from the queue backend by a new head, until its client resumes it (ResumeJob):
     resend: list[AnyResultBatch] = field(default_factory=list)  # results stored, not acknowledged
     orphaned_at: float | None = None  # when it was restored; None once its client is back
+    # Detached (spec.detach): results wait in ``resend`` until a client attached as its reader
+    # takes them (acknowledges); ``client_id`` is the uploader (ORPHAN once it left).
+    reader: str | None = None
+    resend_bytes: int = 0
 
     @property
     def owned(self) -> int:

@@ -57,8 +57,10 @@ from ..transport.messages import (
     InputCredit,
     InputsStored,
     JobAccepted,
+    JobAttached,
     JobEnded,
     JobError,
+    JobInfo,
     JobNotice,
     JobResumed,
     LogAck,
@@ -102,6 +104,7 @@ class HeadState:
         self.facts: list[Fact] = []  # for the queue backend, since the last take_facts (_journal)
         self.durable = False  # the backend outlives the head: clients are told what it holds
         self.finished: dict[str, FinishedJob] = {}  # durable: ended, until the client holds the end
+        self._readers: dict[str, set[str]] = {}  # client -> the detached jobs it reads
 
     def take_facts(self) -> list[Fact]:
         facts, self.facts = self.facts, []
@@ -206,7 +209,13 @@ class HeadState:
         done = job.progress.get(start, 0)
         if rb.start != start + done or done + len(rb.ends) > size:
             return []  # not the next part of that batch: a duplicate
-        cmds: list[Command] = [ToClient(job.client_id, rb)]
+        if job.spec.detach:  # it waits for a client to take it (the reader, if one is attached)
+            job.resend.append(rb)
+            job.resend_bytes += len(rb.payload)
+            cmds: list[Command] = [ToClient(job.reader or ORPHAN, rb)]
+        else:
+            cmds = [ToClient(job.client_id, rb)]
+            job.unacked += 1
         self.facts.append(ResultFinal(rb))
         if done + len(rb.ends) == size:
             job.held_bytes -= _size(self._unhold(job, node, start))
@@ -214,7 +223,6 @@ class HeadState:
             cmds += self._node_changed(job, node)
         else:
             job.progress[start] = done + len(rb.ends)
-        job.unacked += 1
         job.delivered += len(rb.ends)
         if rb.durations:
             mean = sum(rb.durations) / len(rb.durations)
@@ -239,8 +247,11 @@ class HeadState:
         node = self.nodes.get(node_id)
         if job is None or node is None or node_id not in job.nodes:
             return []  # the job ended or left that node: its worker is being reset or killed
+        reader = job.reader if job.spec.detach else job.client_id
+        if not reader:  # a detached job no one reads: its prints are dropped, never stall it
+            return [ToNode(node_id, LogAck(job.job_id, 1))]
         job.log_sources.append(node_id)
-        return [ToClient(job.client_id, logs)]
+        return [ToClient(reader, logs)]
 
     # --- events: clients ----------------------------------------------------------
 
@@ -275,7 +286,9 @@ class HeadState:
         job.max_batch_bytes = max(job.max_batch_bytes, _size(batch))
         self.queue.push(job.job_id, batch)
         self.facts.append(InputsAdded(batch))
-        stored: list[Command] = [ToClient(client_id, InputsStored(job.job_id, job.received))] if self.durable else []
+        stored: list[Command] = []
+        if self.durable or job.spec.detach:
+            stored.append(ToClient(client_id, InputsStored(job.job_id, job.received)))
         return self._finish(stored + self._settle(job))
 
     def inputs_done(self, client_id: str, job_id: str, total: int) -> list[Command]:
@@ -284,12 +297,30 @@ class HeadState:
             return []
         job.total = total
         self.facts.append(InputsComplete(job_id, total))
+        cmds: list[Command] = []
+        if job.spec.detach:  # the client may go now
+            cmds.append(ToClient(client_id, InputsStored(job_id, job.received, True)))
         if job.delivered >= total:
-            return self._end(job, "done", None)
-        return self._finish(self._settle(job))
+            return cmds + self._end(job, "done", None)
+        return self._finish(cmds + self._settle(job))
 
     def result_ack(self, client_id: str, job_id: str, batches: int) -> list[Command]:
         job = self.jobs.get(job_id)
+        if job is not None and job.spec.detach:
+            if client_id == job.reader:
+                job.resend_bytes -= sum(len(rb.payload) for rb in job.resend[:batches])
+                del job.resend[:batches]
+                job.acked += batches
+                self.facts.append(ResultsAcked(job_id, job.acked))
+                return self._finish(self._settle(job))
+            return []
+        if job is None and (ended := self.finished.get(job_id)) and ended.detached and ended.client_id == client_id:
+            del ended.resend[:batches]
+            ended.acked += batches
+            self.facts.append(ResultsAcked(job_id, ended.acked))
+            if ended.end_held and not ended.resend:
+                self._forget(job_id)
+            return []
         if job is None or job.client_id != client_id:
             return []
         job.unacked = max(0, job.unacked - batches)
@@ -297,18 +328,23 @@ class HeadState:
         self.facts.append(ResultsAcked(job_id, job.acked))
         return self._finish(self._settle(job))
 
-    def restore(self, job: Restored, now: float) -> None:
+    def restore(self, job: Restored, now: float) -> list[Command]:
         """A job a previous head left in the durable backend: queued again, as an orphan
-        waiting for its client (``resume``)."""
+        waiting for its client (``resume``) -- a detached one runs on at once."""
         spec = job.spec
         if spec.job_id in self.jobs or spec.job_id in self.finished:
-            return
+            return []
+        total = -1 if job.total is None else job.total
         if job.ended is not None:
-            self.finished[spec.job_id] = FinishedJob(job.ended, ORPHAN, job.acked, job.results, now)
-            return
+            self.finished[spec.job_id] = FinishedJob(job.ended, ORPHAN, job.acked, job.results, now, spec.detach,
+                                                     total=total, delivered=job.delivered)
+            return []
+        # (a detached job whose client had sent every input runs on without it)
+        waits = not spec.detach or job.total is None
         state = self.jobs[spec.job_id] = JobState(spec, ORPHAN, now, credit_out=0, received=job.received,
                                                   delivered=job.delivered, total=job.total, acked=job.acked,
-                                                  resend=job.results, orphaned_at=now)
+                                                  resend=job.results, orphaned_at=now if waits else None)
+        state.resend_bytes = sum(len(rb.payload) for rb in job.results) if spec.detach else 0
         parent = self.jobs.get(spec.parent) if spec.parent else None
         state.root, state.depth = (parent.root, parent.depth + 1) if parent else (spec.job_id, 0)
         self._by_client.setdefault(ORPHAN, {})[spec.job_id] = None
@@ -318,6 +354,7 @@ class HeadState:
             state.max_batch_bytes = max(state.max_batch_bytes, _size(batch))
             self.queue.push(spec.job_id, batch)
         state.batches_in = max(1, len(job.queue))
+        return self._finish(self._settle(state))
 
     def resume(self, client_id: str, job_id: str, results_held: int) -> list[Command]:
         """The client of a restored job is back, holding its first ``results_held`` result
@@ -334,12 +371,14 @@ class HeadState:
             del self._by_client[ORPHAN]
         job.client_id, job.orphaned_at = client_id, None
         self._by_client.setdefault(client_id, {})[job_id] = None
-        held = min(max(results_held, job.acked), job.acked + len(job.resend))
-        resend, job.resend = job.resend[held - job.acked :], []
-        if held > job.acked:
-            job.acked = held
-            self.facts.append(ResultsAcked(job_id, held))
-        job.unacked = len(resend)
+        resend: list[AnyResultBatch] = []
+        if not job.spec.detach:  # (a detached job's results are its reader's: ``attach``)
+            held = min(max(results_held, job.acked), job.acked + len(job.resend))
+            resend, job.resend = job.resend[held - job.acked :], []
+            if held > job.acked:
+                job.acked = held
+                self.facts.append(ResultsAcked(job_id, held))
+            job.unacked = len(resend)
         if job.total is None and not job.max_batch_bytes:  # no batch stored to size credit by
             credit = INITIAL_INPUT_CREDIT
         else:
@@ -362,24 +401,45 @@ class HeadState:
     def ended_ack(self, client_id: str, job_id: str) -> list[Command]:
         """The client holds the job's end and every result before it: forget the job."""
         job = self.finished.get(job_id)
-        if job is not None and job.client_id == client_id:
-            del self.finished[job_id]
-            self.facts.append(JobForgotten(job_id))
+        if job is None or job.client_id != client_id:
+            return []
+        job.end_held = True
+        if not (job.detached and job.resend):  # a detached job's results go once taken
+            self._forget(job_id)
         return []
+
+    def _expire(self, ended: FinishedJob, now: float) -> None:
+        """A detached job's results waited ``retention`` s: they go; the job says so."""
+        job_id = ended.ended.job_id
+        why = (f"its results waited {self.config.retention:g}s after it ended ({ended.ended.status}) and were "
+               f"dropped: {sum(len(rb.ends) for rb in ended.resend)} result(s) no client took")
+        ended.acked += len(ended.resend)
+        ended.resend = []
+        self.facts.append(ResultsAcked(job_id, ended.acked))
+        ended.ended = JobEnded(job_id, "expired", JobError("ResultsExpired", why))
+        self.facts.append(JobFinished(ended.ended))
+        ended.since = now
+
+    def _forget(self, job_id: str) -> None:
+        del self.finished[job_id]
+        self.facts.append(JobForgotten(job_id))
 
     def log_ack(self, client_id: str, job_id: str, batches: int) -> list[Command]:
         """The client printed its oldest ``batches`` log batches: the credit goes
         back to the nodes that sent them (still serving the job)."""
         job = self.jobs.get(job_id)
-        if job is None or job.client_id != client_id:
+        if job is None or client_id != (job.reader if job.spec.detach else job.client_id):
             return []
         counts = Counter(job.log_sources.popleft() for _ in range(min(batches, len(job.log_sources))))
         return [ToNode(node_id, LogAck(job_id, n)) for node_id, n in counts.items()
                 if node_id in job.nodes]
 
     def cancel(self, job_id: str, reason: str) -> list[Command]:
+        """Cancel a job; a detached one that ended is forgotten, with its results."""
         job = self.jobs.get(job_id)
         if job is None:
+            if job_id in self.finished and self.finished[job_id].detached:
+                self._forget(job_id)
             return []
         return self._end(job, "canceled", JobError("JobCanceled", reason))
 
@@ -391,13 +451,87 @@ class HeadState:
         return cmds
 
     def client_left(self, client_id: str) -> list[Command]:
-        """Cancel the client's jobs (the JobEnded it is sent goes nowhere)."""
+        """Cancel the client's jobs (the JobEnded it is sent goes nowhere) -- but a detached
+        job whose inputs it sent runs on, and one it read waits for the next reader."""
         cmds: list[Command] = []
         for job_id in list(self._by_client.get(client_id, ())):
-            cmds += self._end(self.jobs[job_id], "canceled", JobError("JobCanceled", "client disconnected"))
-        for job_id in [j for j, f in self.finished.items() if f.client_id == client_id]:
-            self.ended_ack(client_id, job_id)
+            job = self.jobs[job_id]
+            if job.spec.detach and job.total is not None:
+                self._move(job, ORPHAN)
+            else:
+                why = "the client disconnected before it had sent every input" if job.spec.detach else \
+                    "client disconnected"
+                cmds += self._end(job, "canceled", JobError("JobCanceled", why))
+        for job_id in self._readers.pop(client_id, ()):
+            read = self.jobs.get(job_id)
+            if read is not None and read.reader == client_id:
+                read.reader = None
+        for job_id, ended in list(self.finished.items()):
+            if ended.client_id == client_id:
+                if ended.detached:
+                    ended.client_id = ORPHAN
+                else:
+                    self._forget(job_id)
         return cmds
+
+    def _move(self, job: JobState, client_id: str) -> None:
+        """The job's client (its uploader) is now ``client_id``."""
+        del self._by_client[job.client_id][job.job_id]
+        if not self._by_client[job.client_id]:
+            del self._by_client[job.client_id]
+        job.client_id, job.orphaned_at = client_id, None
+        self._by_client.setdefault(client_id, {})[job.job_id] = None
+
+    # --- detached jobs ----------------------------------------------------------------
+
+    def attach(self, client_id: str, job_id: str, held: int) -> list[Command]:
+        """A client reads a detached job's results: those it does not hold (all stored ones
+        not taken yet, the first time), then the live ones; an ended job's end after them."""
+        job = self.jobs.get(job_id)
+        if job is not None and job.spec.detach:
+            if job.reader is not None and job.reader != client_id:
+                self._readers.get(job.reader, set()).discard(job_id)  # taken over (a client back from sleep)
+            job.reader = client_id
+            self._readers.setdefault(client_id, set()).add(job_id)
+            skip = min(max(0, held - job.acked), len(job.resend))
+            if skip:
+                job.resend_bytes -= sum(len(rb.payload) for rb in job.resend[:skip])
+                del job.resend[:skip]
+                job.acked += skip
+                self.facts.append(ResultsAcked(job_id, job.acked))
+            cmds: list[Command] = [ToClient(client_id, JobAttached(job_id, True, job.acked))]
+            cmds += [ToClient(client_id, rb) for rb in job.resend]
+            return self._finish(cmds + self._settle(job))
+        ended = self.finished.get(job_id)
+        if ended is None or not ended.detached:
+            return [ToClient(client_id, JobAttached(job_id, False))]
+        ended.client_id = client_id
+        skip = min(max(0, held - ended.acked), len(ended.resend))
+        if skip:
+            del ended.resend[:skip]
+            ended.acked += skip
+            self.facts.append(ResultsAcked(job_id, ended.acked))
+        return [ToClient(client_id, JobAttached(job_id, True, ended.acked)),
+                *(ToClient(client_id, rb) for rb in ended.resend), ToClient(client_id, ended.ended)]
+
+    def query(self, job_id: str) -> JobInfo:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            state = "waiting" if job.client_id == ORPHAN and not job.spec.detach else "running"
+            return JobInfo(job_id, state, -1 if job.total is None else job.total, job.delivered,
+                           sum(len(rb.ends) for rb in job.resend), job.spec.detach)
+        ended = self.finished.get(job_id)
+        if ended is not None:
+            return JobInfo(job_id, ended.ended.status, ended.total, ended.delivered,
+                           sum(len(rb.ends) for rb in ended.resend), ended.detached, ended.ended.error)
+        return JobInfo(job_id, "unknown")
+
+    def may_cancel(self, client_id: str, job_id: str) -> bool:
+        """Its client may cancel a job; any client a detached one (which has none, once uploaded)."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return job.client_id == client_id or job.spec.detach
+        return job_id in self.finished and self.finished[job_id].detached
 
     def installing(self, node_id: str, job_id: str, what: str, done: bool, now: float) -> list[Command]:
         """A node started (or finished) installing the job's environment: the client sees it."""
@@ -420,9 +554,13 @@ class HeadState:
         for job_id, ended in list(self.finished.items()):
             if ended.since is None:
                 ended.since = now
-            elif now - ended.since > self.config.resume_timeout:  # the client never said it holds the end
-                del self.finished[job_id]
-                self.facts.append(JobForgotten(job_id))
+            elif not ended.detached and now - ended.since > self.config.resume_timeout:
+                self._forget(job_id)  # its client never said it holds the end
+            elif ended.detached and now - ended.since > self.config.retention:
+                if ended.ended.status == "expired":
+                    self._forget(job_id)
+                else:
+                    self._expire(ended, now)
         if self.nodes:
             return cmds
         for job in list(self.jobs.values()):
@@ -439,7 +577,7 @@ class HeadState:
         prefetching), free the nodes it no longer needs, ask for nodes (its
         fair share, taken from jobs above theirs between calls), grant credit.
         A restored job waits for its client (``resume``)."""
-        if job.client_id == ORPHAN:
+        if job.client_id == ORPHAN and not job.spec.detach:
             return []
         cmds = self._feed(job)
         self._release_idle_nodes(job, cmds)
@@ -525,8 +663,14 @@ class HeadState:
         del self.jobs[job.job_id]
         ended = JobEnded(job.job_id, status, error)
         self.facts.append(JobFinished(ended))
-        if self.durable and job.client_id != ORPHAN:
-            self.finished[job.job_id] = FinishedJob(ended, job.client_id)
+        total = -1 if job.total is None else job.total
+        if job.spec.detach:  # its results wait for a reader, ``retention`` s
+            self.finished[job.job_id] = FinishedJob(ended, job.reader or ORPHAN, job.acked, job.resend,
+                                                    detached=True, total=total, delivered=job.delivered)
+            if job.reader is not None:
+                self._readers.get(job.reader, set()).discard(job.job_id)
+        elif self.durable and job.client_id != ORPHAN:
+            self.finished[job.job_id] = FinishedJob(ended, job.client_id, total=total, delivered=job.delivered)
         else:
             self.facts.append(JobForgotten(job.job_id))
         self._by_client[job.client_id].pop(job.job_id, None)
@@ -539,6 +683,8 @@ class HeadState:
         for node_id in list(job.nodes):
             cmds += self._release(job, self.nodes[node_id])
         cmds.append(ToClient(job.client_id, ended))
+        if job.spec.detach and job.reader is not None and job.reader != job.client_id:
+            cmds.append(ToClient(job.reader, ended))
         return self._finish(cmds)
 
     # --- internals: nodes changing hands ---------------------------------------------------

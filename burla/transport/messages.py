@@ -30,6 +30,10 @@ InputsStored          H→C        a durable head holds the inputs before ``upto
 ResumeJob             C→H        go on with a job after the head restarted
 JobResumed            H→C        the head resumed it: resend inputs from ``received``
 JobEndedAck           C→H        the client holds the job's end and every result before it
+AttachJob             C→H        read a detached job's results (again, after a head restart)
+JobAttached           H→C        attached (or no such job); its results follow
+QueryJob              C→H        how is this job doing?
+JobInfo               H→C        the answer
 ResultBatch           W→N→H→C    results of one input batch
 ResultAck             C→H        the client consumed N result batches
 LogBatch              W→N→H→C    lines printed by the function
@@ -141,6 +145,9 @@ class SubmitJob(_Msg):
     # is installed before the job's first call there.  Local projects come as wheels {filename: bytes}.
     requirements: list[Dist] = []
     wheels: dict[str, bytes] = {}
+    # Runs on without its client once every input is stored; results wait at the head for a
+    # client that attaches (AttachJob), up to HeadConfig's retention.
+    detach: bool = False
 
 
 class JobAccepted(_Msg):
@@ -207,10 +214,46 @@ class InputsDone(_Msg):
 
 class InputsStored(_Msg):
     """A durable head holds the job's inputs before ``upto``: the client may forget them
-    (it keeps every batch it sent until then, to send again after a head restart)."""
+    (it keeps every batch it sent until then, to send again after a head restart).
+    ``complete``: and it holds the total (the answer to InputsDone of a detached job)."""
 
     job_id: str
     upto: int
+    complete: bool = False
+
+
+class AttachJob(_Msg):
+    """Read a detached job's results.  The client holds its first ``held`` result batches
+    (0 the first time; after a head restart, what it had received)."""
+
+    job_id: str
+    held: int = 0
+
+
+class JobAttached(_Msg):
+    """The answer to AttachJob: the stored results from ``first`` on follow, then the live ones
+    (and JobEnded once it ended).  ``found`` False: the head has no such detached job."""
+
+    job_id: str
+    found: bool
+    first: int = 0
+
+
+class QueryJob(_Msg):
+    job_id: str
+
+
+class JobInfo(_Msg):
+    """``state``: running, waiting (restored, for its client), done, failed, canceled,
+    expired (its results passed their retention) or unknown."""
+
+    job_id: str
+    state: str
+    total: int = -1  # -1: not all inputs sent yet
+    done: int = 0  # inputs with a result
+    waiting: int = 0  # results (inputs) not taken by a client yet
+    detached: bool = False
+    error: JobError | None = None
 
 
 class ResumeJob(_Msg):
@@ -384,6 +427,7 @@ Message: TypeAlias = (
     | StartJob | JobSetupFailed | BatchLost | BatchAssigned | Installing | NodeStats | RestartNode | ReleaseJob
     | EndJob
     | InputsStored | ResumeJob | JobResumed | JobEndedAck
+    | AttachJob | JobAttached | QueryJob | JobInfo
 )
 
 # What receivers get: batches stay undecoded views (InputBatchView, ResultBatchView).
@@ -393,6 +437,7 @@ DecodedMessage: TypeAlias = (
     | AssignJob | StartJob | JobSetupFailed | BatchLost | BatchAssigned | Installing | NodeStats | RestartNode
     | ReleaseJob | EndJob
     | InputsStored | ResumeJob | JobResumed | JobEndedAck
+    | AttachJob | JobAttached | QueryJob | JobInfo
 )
 
 # What senders may pass: a message, or a received batch forwarded as it came.
