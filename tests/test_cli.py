@@ -209,7 +209,7 @@ def test_exported_names():
     assert sorted(burla.__all__) == sorted([
         "AuthenticationError", "BrokenExecutor", "BurlaError", "CallTimeout", "ClusterUnreachable", "ConfigError",
         "ConnectionLost", "Executor", "FunctionLoadError", "InputTooBig", "JobCanceled", "JobFailed", "NoCompatibleNodes", "ProtocolError", "ProviderError",
-        "QueueUnavailable",
+        "QueueUnavailable", "Job", "JobNotFound", "ResultsExpired", "job",
         "RemoteError", "RemoteExit", "ResultTooBig", "SerializationError", "WorkerCrashed", "__version__", "connect",
         "remote_parallel_map", "remote_parallel_map_async",
         "shutdown",

@@ -14,7 +14,7 @@ import sys
 
 from .. import _loop
 from .._errors import ConfigError, QueueUnavailable
-from ..scheduler import Head
+from ..scheduler import Head, HeadConfig
 from ..scheduler.backends import QueueBackend, backend_for
 from ..transport._tls import server_context, server_context_from_files
 
@@ -36,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--queue", default="memory", metavar="URL",
                    help="where jobs' queues live: memory (in this process, the default) or redis://HOST:PORT/DB")
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM; or $BURLA_TLS_KEY)")
+    p.add_argument("--retention", type=float, default=HeadConfig.retention, metavar="SECONDS",
+                   help="how long a detached job's results wait for a client after it ended (default: 1 day)")
     p.set_defaults(func=main)
 
 
@@ -54,6 +56,10 @@ def main(args: argparse.Namespace) -> int:
         except ConfigError as e:
             print(f"burla head: {e}", file=sys.stderr)
             return 2
+    if not args.retention > 0:
+        print(f"burla head: --retention must be a positive number of seconds, got {args.retention:g}",
+              file=sys.stderr)
+        return 2
     try:
         backend = backend_for(args.queue, args.name)
     except ConfigError as e:
@@ -70,7 +76,7 @@ async def _serve(args: argparse.Namespace, token: str, tls: ssl.SSLContext | Non
         from ..cloud.gce._reaper import Reaper
 
         watcher = Reaper(json.loads(_read(args.reap_gce)))
-    head = Head(token, args.name, node_watcher=watcher, tls=tls, backend=backend)
+    head = Head(token, args.name, HeadConfig(retention=args.retention), node_watcher=watcher, tls=tls, backend=backend)
     try:
         if args.listen_fd is not None:
             listen = socket.socket(fileno=args.listen_fd)

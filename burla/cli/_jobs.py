@@ -40,5 +40,6 @@ def main(args: argparse.Namespace) -> int:
         total = "?" if j["total"] is None else str(j["total"])
         print(f"{j['job_id']:<28} {j['function'][:20]:<20} {j['state']:<10} {str(j['done']) + '/' + total:>15} "
               f"{j['failed']:>7} {j['duration_s']:>9.1f}"
+              + (f"  detached, {j['results_waiting']} result(s) waiting" if j.get("detached") else "")
               + (f"  {j['error']['kind']}: {j['error']['message']}" if j.get("error") else ""))
     return 0

@@ -34,6 +34,7 @@ from ..transport.messages import (
     Installing,
     JobEnded,
     JobEndedAck,
+    JobInfo,
     JobSetupFailed,
     LogAck,
     LogBatch,
@@ -278,6 +279,9 @@ class Head:
 
     def cluster_summary(self) -> dict[str, Any]:
         return cluster_summary(self.name, self.started_at, self.state, self.node_info, self.backend.where)
+
+    def job_info(self, job_id: str) -> JobInfo:
+        return self.state.query(job_id)
 
     def cancel_job(self, job_id: str, reason: str) -> bool:
         if job_id not in self.state.jobs:

@@ -190,7 +190,17 @@ async def _static(request: web.Request) -> web.Response:
 
 
 def jobs_summary(head: HeadView) -> list[dict[str, Any]]:
-    return [head.monitor.summary(j) for j in reversed(head.monitor.jobs.values())]
+    """The dashboard's record of each job, with the scheduler's word on its state (a restored
+    job waiting for its client, a detached one's results waiting for a reader, expired...)."""
+    out = []
+    for job in reversed(head.monitor.jobs.values()):
+        summary = head.monitor.summary(job)
+        info = head.job_info(job.job_id)
+        if info.state != "unknown":
+            summary["state"] = info.state
+        summary["detached"], summary["results_waiting"] = info.detached, info.waiting
+        out.append(summary)
+    return out
 
 
 def _job(request: web.Request) -> JobRecord:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..transport.messages import NodeStats
+from ..transport.messages import JobInfo, NodeStats
 from ._monitor import Monitor
 from ._state import HeadState
 
@@ -33,6 +33,7 @@ class HeadView(Protocol):
     def monitor(self) -> Monitor: ...
     def cluster_summary(self) -> dict[str, Any]: ...
     def cancel_job(self, job_id: str, reason: str) -> bool: ...
+    def job_info(self, job_id: str) -> JobInfo: ...
     def restart_node(self, node_id: str) -> bool: ...
 
 

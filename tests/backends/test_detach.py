@@ -15,7 +15,7 @@ import pytest
 import burla
 from burla import remote_parallel_map as rpm
 
-from ..conftest import ROOT, wait_until
+from ..conftest import ROOT, http_get, wait_until
 from .test_head_restart import SUPERVISOR, kill_head
 
 SUBMIT = """
@@ -76,6 +76,8 @@ def test_a_detached_job_outlives_its_sigkilled_client_and_a_head_restart(cluster
     wait_until(lambda: _status(job).state == "done", 120, "the job to end")
     status = job.status()
     assert (status.done, status.waiting) == (300, 300)
+    listed = [j for j in http_get(cluster, "/v1/jobs")["jobs"] if j["job_id"] == job_id]
+    assert listed and (listed[0]["state"], listed[0]["detached"], listed[0]["results_waiting"]) == ("done", True, 300)
     assert Counter(job.results()) == Counter(x * 10 for x in range(300))
     wait_until(lambda: job.status().state == "unknown", 10, "the job, all taken, to be forgotten")
     with pytest.raises(burla.JobNotFound):
