@@ -145,3 +145,13 @@ def no_leaked_processes(session_clusters: Clusters) -> Iterator[None]:
     yield
     session_clusters.stop_all()
     wait_until(lambda: not burla_descendants(), 10, "burla processes started by the tests to exit")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that build images and run containers keep to one test process per kind (under
+    xdist's loadgroup): the Docker ones share their built images, the Compute Engine ones their
+    fake and their VM containers' network."""
+    for item in items:
+        parts = item.nodeid.split("/")
+        if len(parts) > 2 and parts[1] in ("docker", "gce"):
+            item.add_marker(pytest.mark.xdist_group(parts[1]))

@@ -142,8 +142,8 @@ class JobChannel:
                     self._ack_timer = self.session.loop.call_later(ACK_DELAY, self._flush_acks)
             case JobEnded():
                 self._end()
-                if self.session.durable:  # the head keeps the job until it hears we hold its end
-                    self.session._send_quietly(JobEndedAck(self.job_id))
+                if self.session.durable or self.spec is None:  # the head keeps the job until it hears
+                    self.session._send_quietly(JobEndedAck(self.job_id))  # we hold its end (a reader: always)
                 self._events.put(Ended(msg))
             case LogBatch(lines=lines):
                 self._logs_in += 1

@@ -51,10 +51,14 @@ from ._startup import head_script, node_script
 log = logging.getLogger("burla.gce")
 
 
+WHEEL_PART = 192 * 1024  # base64 characters per metadata value (GCE allows 256 KB per value)
+
+
 def _wheel_metadata() -> dict[str, str]:
     """burla's wheel for the startup script: re-zipped uncompressed then xz'd as a whole (Python
-    sources compress ~35% better solid than file by file), ~170 KB of base64 where GCE allows
-    256 KB per metadata value and 512 KB per instance."""
+    sources compress ~35% better solid than file by file), ~210 KB of base64, in parts of
+    WHEEL_PART (``burla-wheel-0``, ``-1``...: GCE allows 256 KB per metadata value and 512 KB
+    per instance)."""
     with tempfile.TemporaryDirectory() as d:
         wheel = build_wheel(Path(d))
         stored = io.BytesIO()
@@ -62,7 +66,10 @@ def _wheel_metadata() -> dict[str, str]:
             for info in src.infolist():
                 out.writestr(info, src.read(info), compress_type=zipfile.ZIP_STORED)
         packed = lzma.compress(stored.getvalue(), preset=9 | lzma.PRESET_EXTREME)
-        return {"burla-wheel-name": wheel.name, "burla-wheel": base64.b64encode(packed).decode()}
+        text = base64.b64encode(packed).decode()
+        parts = [text[i : i + WHEEL_PART] for i in range(0, len(text), WHEEL_PART)]
+        return {"burla-wheel-name": wheel.name, "burla-wheel-parts": str(len(parts)),
+                **{f"burla-wheel-{i}": part for i, part in enumerate(parts)}}
 
 
 def _instance(spec: GceSpec, zone: str, name: str, role: str, script: str, token: str, machine_type: str,

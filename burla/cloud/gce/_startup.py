@@ -4,7 +4,7 @@ Each script, in three idempotent steps:
 
 1. installs burla once: Debian's ``python3-venv``, a venv in ``/opt/burla``
    and the client's own wheel, carried xz'd and base64-encoded in the
-   ``burla-wheel`` metadata item (~170 KB, under GCE's 256 KB per value), so
+   ``burla-wheel-N`` metadata items (~210 KB, in parts under GCE's 256 KB per value), so
    the VM runs exactly the client's version (its dependencies come from
    PyPI).  ``/opt/burla/.installed`` records the version: a reboot skips this;
    an interrupted install redoes it;
@@ -44,7 +44,7 @@ if [ "$(cat /opt/burla/.installed 2>/dev/null)" != "{version}" ]; then  # first 
   rm -rf /opt/burla
   python3 -m venv /opt/burla
   WHEEL="/tmp/$(md burla-wheel-name)"
-  md burla-wheel | base64 -d | python3 -c \\
+  for i in $(seq 0 $(( $(md burla-wheel-parts) - 1 ))); do md "burla-wheel-$i"; done | base64 -d | python3 -c \\
     'import lzma, sys; sys.stdout.buffer.write(lzma.decompress(sys.stdin.buffer.read()))' > "$WHEEL"
   /opt/burla/bin/pip install -q "$WHEEL{extras}"
   echo "{version}" > /opt/burla/.installed
