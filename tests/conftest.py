@@ -148,10 +148,11 @@ def no_leaked_processes(session_clusters: Clusters) -> Iterator[None]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that build images and run containers keep to one test process per kind (under
-    xdist's loadgroup): the Docker ones share their built images, the Compute Engine ones their
-    fake and their VM containers' network."""
+    """Tests that share built images or a fake cloud keep to one test process (xdist's loadgroup):
+    the Docker ones together, each Compute Engine module alone (its fake and its VMs)."""
     for item in items:
-        parts = item.nodeid.split("/")
-        if len(parts) > 2 and parts[1] in ("docker", "gce"):
-            item.add_marker(pytest.mark.xdist_group(parts[1]))
+        parts = item.nodeid.split("::")[0].split("/")
+        if len(parts) > 2 and parts[1] == "docker":
+            item.add_marker(pytest.mark.xdist_group("docker"))
+        elif len(parts) > 2 and parts[1] == "gce":
+            item.add_marker(pytest.mark.xdist_group(parts[2]))

@@ -31,8 +31,8 @@ def work(i, seconds):  # a tuple input is the call's arguments
 
 def run_once(rng: random.Random, cluster, redis_url: str) -> tuple[int, Counter, str]:
     """One job; the head is SIGKILLed once, at a random point. Returns (inputs, tally, how)."""
-    n = rng.randrange(60, 400)
-    seconds = rng.choice([0.0, 0.002, 0.02, 0.1])
+    n = rng.randrange(40, 250)
+    seconds = rng.choice([0.0, 0.002, 0.01, 0.05])
     streamed = rng.random() < 0.5
     kill_at = rng.randrange(0, n // 2)  # after this many results (0: once the job is stored)
     how = f"{n} inputs of {seconds}s, {'a generator' if streamed else 'a list'}, head killed after {kill_at} results"
