@@ -8,6 +8,7 @@ of W1.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ class Burla(Engine):
         if self.nodes > 1 or self.queue:  # S1: same CPUs, split over nodes; or a queue backend named
             self.cluster = start_local_cluster("bench", self.nodes, max(1, self.ncpu // self.nodes), attached=True,
                                                queue=self.queue or "memory")
+            _wait_for_nodes(self.cluster.record, self.nodes)  # measure the cluster, not its start-up
             burla.connect(self.cluster.record.head, self.cluster.record.token)
         self._burla = burla  # the embedded cluster starts with the first call
         self._cluster = _cluster
@@ -203,3 +205,20 @@ class RayPool(Engine):
 
 
 ENGINES: dict[str, type[Engine]] = {e.name: e for e in (Burla, MpPool, ProcessPool, Loky, Dask, RayTasks, RayPool)}
+
+
+def _wait_for_nodes(record, nodes: int, deadline_s: float = 120.0) -> None:
+    """Until the cluster's head answers and ``nodes`` nodes registered (a loaded machine can
+    take a while to start a head and its nodes)."""
+    from burla.cli._fetch import fetch
+
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            if len(fetch(record, "/v1/cluster")["nodes"]) >= nodes:
+                return
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the benchmark cluster's {nodes} node(s) did not register within {deadline_s:g}s")
+        time.sleep(0.1)

@@ -20,7 +20,8 @@ def test_quick_run_measures_burla_and_multiprocessing_and_plots(tmp_path):
         for w in ("W1", "W2", "W3", "W4", "W5", "M1"):
             result = report["results"][engine][w]
             assert result.get("value", 0) > 0, (engine, w, result, run.stdout, run.stderr[-2000:])
-    assert report["results"]["burla"]["S1"]["W1"]["value"] > 0
+    s1 = report["results"]["burla"]["S1"]
+    assert s1["W1"] and s1["W1"]["value"] > 0, (s1, run.stderr[-2000:])
     assert report["results"]["burla"]["W6"]["value"] > 0
     assert report["results"]["burla"]["W8"]["value"] > 0 and report["results"]["burla"]["W8"]["burst_calls_per_s"] > 0
     assert "W8" not in report["results"]["mp_pool"]  # (it has no Executor)
