@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import JobNotFound
-from ..transport._payload import unpack
 from ..transport.messages import CancelJob, JobError
 from . import _cluster
 from ._events import Ended, Logs, Lost, Notice, Results
-from ._results import job_error, rebuild
+from ._results import job_error, values_of
 
 
 @dataclass(frozen=True)
@@ -59,12 +58,7 @@ class Job:
             while True:
                 match channel.next_event():
                     case Results(batch=rb):
-                        values = unpack(rb.ends, rb.payload)
-                        for err in rb.errors:
-                            exc = rebuild(err)
-                            if raise_errors:
-                                raise exc
-                            values[err.index - rb.start] = exc
+                        values = values_of(rb, raise_errors)
                         channel.ack()
                         yield from values
                     case Logs() | Notice() as shown:

@@ -15,14 +15,14 @@ from typing import Any, cast
 
 from .. import _nested
 from .._errors import ConfigError, ConnectionLost, JobCanceled
-from ..transport._payload import Segments, unpack
+from ..transport._payload import Segments
 from ..transport.messages import INITIAL_INPUT_CREDIT, InputBatch, SubmitJob
 from . import _cluster
 from ._detached import Job
 from ._events import Abandoned, Ended, FeedFailed, Logs, Lost, Notice, Results, Uploaded
 from ._pickling import Batcher, dumps_function
 from ._progress import Progress
-from ._results import job_error, rebuild
+from ._results import job_error, values_of
 from ._session import JobChannel, Session
 
 FEEDER_JOIN_TIMEOUT = 1.0  # seconds to wait for the feeder after the job ended (it may sit in the user's generator)
@@ -180,12 +180,7 @@ class JobRun:
             while True:
                 match job.next_event():
                     case Results(batch=rb):
-                        values = unpack(rb.ends, rb.payload)
-                        for err in rb.errors:
-                            exc = rebuild(err)
-                            if self.options.raise_errors:
-                                raise exc
-                            values[err.index - rb.start] = exc
+                        values = values_of(rb, self.options.raise_errors)
                         job.ack()
                         batcher.observe(rb.durations)
                         progress.advance(len(values))

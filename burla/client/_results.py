@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 from .._errors import JOB_ERROR_KINDS, CallTimeout, JobCanceled, JobFailed, RemoteError, RemoteExit
-from ..transport.messages import ItemError, JobError
+from ..transport._payload import unpack
+from ..transport.messages import ItemError, JobError, ResultBatchView
 
 
 def rebuild(err: ItemError) -> BaseException:
@@ -30,6 +32,17 @@ def rebuild(err: ItemError) -> BaseException:
     except (AttributeError, TypeError):
         pass
     return exc
+
+
+def values_of(rb: ResultBatchView, raise_errors: bool) -> list[Any]:
+    """A result batch's values; a failed call's exception raised (``raise_errors``) or in its place."""
+    values = unpack(rb.ends, rb.payload)
+    for err in rb.errors:
+        exc = rebuild(err)
+        if raise_errors:
+            raise exc
+        values[err.index - rb.start] = exc
+    return values
 
 
 def job_error(error: JobError | None) -> BaseException:
