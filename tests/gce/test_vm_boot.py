@@ -142,7 +142,7 @@ def test_startup_scripts_boot_debian_vms_into_a_cluster_that_runs_a_job(tmp_path
 
         # A reboot resumes: the startup script runs again, installs nothing, and the node rejoins.
         t = time.monotonic()
-        vms.containers[nodes[0]].restart(timeout=10)
+        vms.reboot(nodes[0])
         wait_until(lambda: vms.sh(nodes[0], "cat /var/log/startup-script.log")[1].count("startup-script: exit") == 2,
                    60, "the startup script to run again at boot")
         log = vms.sh(nodes[0], "cat /var/log/startup-script.log")[1]

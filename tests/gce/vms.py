@@ -115,6 +115,7 @@ class VmHost:
         self.gateway = self.network.attrs["IPAM"]["Config"][0]["Gateway"]
         self.metadata: dict[str, dict[str, str]] = {}  # container address -> instance metadata
         self.containers: dict[str, Any] = {}  # instance name -> container
+        self._rebooting: set[str] = set()  # (a container restarting is "exited" for a moment)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((self.gateway, 80), self._handler())
         self._server.daemon_threads = True
@@ -153,10 +154,20 @@ class VmHost:
         if c is not None:
             c.stop(timeout=max(1, int(grace_s)))
 
+    def reboot(self, name: str, timeout: int = 10) -> None:
+        """A reboot: the VM stays RUNNING for Compute Engine while its container restarts."""
+        self._rebooting.add(name)
+        try:
+            self.containers[name].restart(timeout=timeout)
+        finally:
+            self._rebooting.discard(name)
+
     def running(self, name: str) -> bool:
         c = self.containers.get(name)
         if c is None:
             return False
+        if name in self._rebooting:
+            return True
         c.reload()
         return c.status in ("created", "running", "restarting")
 
