@@ -109,8 +109,6 @@ class JobRun:
         while len(first) < INITIAL_INPUT_CREDIT and (b := batcher.next_batch()) is not None:
             first.append(InputBatch(job_id, b[0], b[1], 0, _as_bytes(b[2])))
         if not first:  # an empty generator
-            if self.options.detach:
-                raise ConfigError("detach=True: the inputs were empty, so there is no job to detach")
             return
         done_total = batcher.count if batcher.exhausted else None
         job = session.submit(self._spec(job_id), first, done_total, self.options.sync_packages)
@@ -133,7 +131,7 @@ class JobRun:
         """Submit the job detached; return its handle once the head holds every input."""
         for _ in self.results():
             pass  # (results() yields nothing for a detached job)
-        if self._channel is None:  # no inputs
+        if self._channel is None:  # no inputs (an empty list or generator)
             raise ConfigError("detach=True: the inputs were empty, so there is no job to detach")
         return Job(self._channel.job_id)
 

@@ -308,16 +308,11 @@ class HeadState:
         job = self.jobs.get(job_id)
         if job is not None and job.spec.detach:
             if client_id == job.reader:
-                job.resend_bytes -= sum(len(rb.payload) for rb in job.resend[:batches])
-                del job.resend[:batches]
-                job.acked += batches
-                self.facts.append(ResultsAcked(job_id, job.acked))
+                self._take(job_id, job, batches)
                 return self._finish(self._settle(job))
             return []
         if job is None and (ended := self.finished.get(job_id)) and ended.detached and ended.client_id == client_id:
-            del ended.resend[:batches]
-            ended.acked += batches
-            self.facts.append(ResultsAcked(job_id, ended.acked))
+            self._take(job_id, ended, batches)
             if ended.end_held and not ended.resend:
                 self._forget(job_id)
             return []
@@ -366,18 +361,11 @@ class HeadState:
         job = self.jobs.get(job_id)
         if job is None or job.client_id != ORPHAN:
             return [ToClient(client_id, JobResumed(job_id, -1, 0))]
-        del self._by_client[ORPHAN][job_id]
-        if not self._by_client[ORPHAN]:
-            del self._by_client[ORPHAN]
-        job.client_id, job.orphaned_at = client_id, None
-        self._by_client.setdefault(client_id, {})[job_id] = None
+        self._move(job, client_id)
         resend: list[AnyResultBatch] = []
         if not job.spec.detach:  # (a detached job's results are its reader's: ``attach``)
-            held = min(max(results_held, job.acked), job.acked + len(job.resend))
-            resend, job.resend = job.resend[held - job.acked :], []
-            if held > job.acked:
-                job.acked = held
-                self.facts.append(ResultsAcked(job_id, held))
+            self._take(job_id, job, results_held - job.acked)
+            resend, job.resend = job.resend, []
             job.unacked = len(resend)
         if job.total is None and not job.max_batch_bytes:  # no batch stored to size credit by
             credit = INITIAL_INPUT_CREDIT
@@ -393,8 +381,8 @@ class HeadState:
     def _resume_ended(self, client_id: str, job: FinishedJob, results_held: int) -> list[Command]:
         """A job that ended before the head restarted: the results its client lacks, then the end."""
         job.client_id = client_id
-        held = min(max(results_held, job.acked), job.acked + len(job.resend))
-        resend, job.resend = job.resend[held - job.acked :], []
+        self._take(job.ended.job_id, job, results_held - job.acked)
+        resend, job.resend = job.resend, []
         cmds: list[Command] = [ToClient(client_id, JobResumed(job.ended.job_id, ALL_INPUTS, 0))]
         return [*cmds, *(ToClient(client_id, rb) for rb in resend), ToClient(client_id, job.ended)]
 
@@ -413,12 +401,22 @@ class HeadState:
         job_id = ended.ended.job_id
         why = (f"its results waited {self.config.retention:g}s after it ended ({ended.ended.status}) and were "
                f"dropped: {sum(len(rb.ends) for rb in ended.resend)} result(s) no client took")
-        ended.acked += len(ended.resend)
-        ended.resend = []
-        self.facts.append(ResultsAcked(job_id, ended.acked))
+        self._take(job_id, ended, len(ended.resend))
         ended.ended = JobEnded(job_id, "expired", JobError("ResultsExpired", why))
         self.facts.append(JobFinished(ended.ended))
         ended.since = now
+
+    def _take(self, job_id: str, job: JobState | FinishedJob, n: int) -> None:
+        """The client holds the first ``n`` results waiting in ``job.resend`` (at most those):
+        they leave it, and the backend forgets them."""
+        n = min(max(0, n), len(job.resend))
+        if not n:
+            return
+        if isinstance(job, JobState) and job.spec.detach:
+            job.resend_bytes -= sum(len(rb.payload) for rb in job.resend[:n])
+        del job.resend[:n]
+        job.acked += n
+        self.facts.append(ResultsAcked(job_id, job.acked))
 
     def _forget(self, job_id: str) -> None:
         del self.finished[job_id]
@@ -493,12 +491,7 @@ class HeadState:
                 self._readers.get(job.reader, set()).discard(job_id)  # taken over (a client back from sleep)
             job.reader = client_id
             self._readers.setdefault(client_id, set()).add(job_id)
-            skip = min(max(0, held - job.acked), len(job.resend))
-            if skip:
-                job.resend_bytes -= sum(len(rb.payload) for rb in job.resend[:skip])
-                del job.resend[:skip]
-                job.acked += skip
-                self.facts.append(ResultsAcked(job_id, job.acked))
+            self._take(job_id, job, held - job.acked)
             cmds: list[Command] = [ToClient(client_id, JobAttached(job_id, True, job.acked))]
             cmds += [ToClient(client_id, rb) for rb in job.resend]
             return self._finish(cmds + self._settle(job))
@@ -506,11 +499,7 @@ class HeadState:
         if ended is None or not ended.detached:
             return [ToClient(client_id, JobAttached(job_id, False))]
         ended.client_id = client_id
-        skip = min(max(0, held - ended.acked), len(ended.resend))
-        if skip:
-            del ended.resend[:skip]
-            ended.acked += skip
-            self.facts.append(ResultsAcked(job_id, ended.acked))
+        self._take(job_id, ended, held - ended.acked)
         return [ToClient(client_id, JobAttached(job_id, True, ended.acked)),
                 *(ToClient(client_id, rb) for rb in ended.resend), ToClient(client_id, ended.ended)]
 
