@@ -87,7 +87,7 @@ def test_a_detached_job_outlives_its_sigkilled_client_and_a_head_restart(cluster
 def _status(job):
     try:
         return job.status()
-    except burla.ConnectionLost:  # (the head was restarting)
+    except burla.ClusterUnreachable:  # (the head was restarting: lost, or not answering yet)
         return burla.client._detached.JobStatus(job.job_id, "?", None, 0, 0)
 
 
