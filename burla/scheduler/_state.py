@@ -379,12 +379,15 @@ class HeadState:
         return self._finish(cmds + self._settle(job))
 
     def _resume_ended(self, client_id: str, job: FinishedJob, results_held: int) -> list[Command]:
-        """A job that ended before the head restarted: the results its client lacks, then the end."""
+        """A job that ended before the head restarted: the results its client lacks, then the end
+        (a detached job's uploader gets only the end: its results stay for its readers)."""
+        resumed = ToClient(client_id, JobResumed(job.ended.job_id, ALL_INPUTS, 0))
+        if job.detached:
+            return [resumed, ToClient(client_id, job.ended)]
         job.client_id = client_id
         self._take(job.ended.job_id, job, results_held - job.acked)
         resend, job.resend = job.resend, []
-        cmds: list[Command] = [ToClient(client_id, JobResumed(job.ended.job_id, ALL_INPUTS, 0))]
-        return [*cmds, *(ToClient(client_id, rb) for rb in resend), ToClient(client_id, job.ended)]
+        return [resumed, *(ToClient(client_id, rb) for rb in resend), ToClient(client_id, job.ended)]
 
     def ended_ack(self, client_id: str, job_id: str) -> list[Command]:
         """The client holds the job's end and every result before it: forget the job."""

@@ -130,3 +130,17 @@ def test_any_client_may_cancel_a_detached_job_and_a_cancel_after_the_end_forgets
     assert s.query("j").state == "canceled"
     s.cancel("j", "again")
     assert s.query("j").state == "unknown"
+
+
+def test_an_uploader_resuming_a_detached_job_that_ended_gets_the_end_and_leaves_the_results():
+    from burla.scheduler._restore import Restored
+
+    s = HeadState()
+    s.durable = True
+    rb = result_for(batch("j", 0, 2))
+    ended = JobEnded("j", "failed", None)
+    s.restore(Restored(detached(), [], 2, 2, None, 0, [rb], ended), now=0.0)
+    out = s.resume("c1", "j", 0)
+    assert [type(c.msg).__name__ for c in out] == ["JobResumed", "JobEnded"]
+    assert s.finished["j"].resend == [rb] and s.finished["j"].client_id == ORPHAN
+    assert len(to_client(s.attach("c2", "j", 0), ResultBatch)) == 1
